@@ -1,0 +1,143 @@
+"""Structured-config schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Pure: no I/O and no imports of torch or engines, so `--help` and `--cfg job` stay fast.
+Unknown keys are rejected by OmegaConf's struct mode, so a misspelt option is an error,
+never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING
+
+
+@dataclass
+class PyTorchConfig(BackendConfig):
+    """Options passed to transformers' `from_pretrained` / `generate` (conf/backend/pytorch.yaml)."""
+
+    name: str = "pytorch"
+    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None: library default
+    device_map: Optional[Any] = None  # None: the run's first GPU (or CPU); "auto" shards over gpus
+    max_memory: Optional[dict[str, str]] = None  # e.g. {"0": "70GiB", "cpu": "200GiB"}
+    low_cpu_mem_usage: bool = True
+    torch_compile: bool = False  # torch.compile the forward before the warmup
+    cache_implementation: Optional[str] = None  # None (dynamic) | static | offloaded ...
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # tiny: generated locally; random: real architecture shape with random weights; hub: checkpoint
+    source: str = MISSING
+    hf_id: Optional[str] = None  # hub checkpoint (source=hub)
+    revision: Optional[str] = None
+    seed: int = 0  # random weights and the tiny tokenizer
+    # architecture of a tiny/random model: kwargs for transformers' AutoConfig.for_model
+    config: dict[str, Any] = field(default_factory=dict)
+    max_len: Optional[int] = None  # longest prompt + output the model accepts; None: from config
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    kind: str = MISSING  # synthetic | jsonl | hf
+    num_requests: int = 16
+    seed: int = 0
+    # synthetic: token lengths; *_len_dist: fixed | uniform | normal (seeded, clipped to >= 1)
+    input_len: int = 64
+    output_len: Optional[int] = 32  # jsonl/hf: default output length when a record has none
+    input_len_dist: str = "fixed"
+    output_len_dist: str = "fixed"
+    input_len_spread: int = 0  # uniform: +-spread; normal: std
+    output_len_spread: int = 0
+    # False: generation stops at EOS (natural lengths); output_len is then the cap
+    force_output_len: bool = True
+    # jsonl: one JSON object per line with `text_field` (and optionally `output_len`)
+    path: Optional[str] = None
+    text_field: str = "prompt"
+    # hf: a datasets hub id or a save_to_disk directory, read from the local cache
+    hf_name: Optional[str] = None
+    split: str = "train"
+
+
+@dataclass
+class PrecisionConfig:
+    name: str = MISSING
+    dtype: str = MISSING  # float32 | float16 | bfloat16: weights (unquantized) and compute
+    quantization: Optional[str] = None  # None | bnb-int8 | bnb-int4
+
+
+@dataclass
+class BatchingConfig:
+    name: str = MISSING
+    strategy: str = "static"  # static | sorted (batches of similar prompt length)
+    batch_size: int = 4
+
+
+@dataclass
+class EnergyConfig:
+    name: str = MISSING
+    meter: str = MISSING  # nvml | none
+
+
+@dataclass
+class MeasurementConfig:
+    warmup_batches: int = 1  # run before the measured window, not counted
+
+
+@dataclass
+class LemConfig:
+    backend: BackendConfig = MISSING
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    precision: PrecisionConfig = MISSING
+    batching: BatchingConfig = MISSING
+    energy: EnergyConfig = MISSING
+    measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
+    # physical GPU indices (as nvidia-smi numbers them); [] runs on the CPU; "auto": GPU 0 if any
+    gpus: Any = "auto"
+    seed: int = 0
+    cache_dir: str = MISSING  # generated models and tokenizers
+    progress: bool = True
+
+
+BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig}
+
+
+def register_configs() -> None:
+    """Register the schemas so each group's YAML is type-checked against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="lem_schema", node=LemConfig)
+    for name, schema in BACKEND_SCHEMAS.items():
+        cs.store(group="backend", name=f"{name}_schema", node=schema)
+    for group, schema in [
+        ("model", ModelConfig),
+        ("dataset", DatasetConfig),
+        ("precision", PrecisionConfig),
+        ("batching", BatchingConfig),
+        ("energy", EnergyConfig),
+    ]:
+        cs.store(group=group, name=f"{group}_schema", node=schema)
+
+
+# Keys that change where results go or how they are shown, not what is measured.
+_NON_SEMANTIC_KEYS = ("progress", "cache_dir")
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """Stable short hash of what a run measures (used to match results across sweeps)."""
+    data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC_KEYS and k != "hydra"}
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

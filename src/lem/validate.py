@@ -1,0 +1,175 @@
+"""Cross-field validation: every problem of a composed config in one error, before anything loads.
+
+Each problem names the config key and the fix. Pure: it reads the config and a `HostInfo`.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from lem.host import HostInfo
+
+DTYPES = ("float32", "float16", "bfloat16")
+QUANTIZATIONS = (None, "bnb-int8", "bnb-int4")
+MODEL_SOURCES = ("tiny", "random", "hub")
+DATASET_KINDS = ("synthetic", "jsonl", "hf")
+LENGTH_DISTS = ("fixed", "uniform", "normal")
+ENERGY_METERS = ("nvml", "none")
+# What each backend can do; options outside these are errors, never silently dropped.
+BACKEND_BATCHING = {"pytorch": ("static", "sorted")}
+ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
+
+
+class ConfigError(ValueError):
+    """A configuration lem cannot run; the message lists every problem with its fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def resolve_gpus(gpus, host: HostInfo) -> list[int]:
+    """`auto` -> [0] when NVML sees a GPU, else [] (CPU); a list is taken as given."""
+    if gpus == "auto":
+        return [0] if host.gpu_count else []
+    if isinstance(gpus, int):
+        return [gpus]
+    return [int(g) for g in gpus]
+
+
+def validate(cfg: DictConfig, host: HostInfo) -> None:
+    """Raise ConfigError listing every problem; `cfg.gpus` must already be resolved to a list."""
+    problems: list[str] = []
+    for check in (_gpus, _backend, _model, _precision, _dataset, _batching, _energy):
+        problems += check(cfg, host)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _gpus(cfg, host: HostInfo) -> list[str]:
+    gpus = list(cfg.gpus)
+    if len(set(gpus)) != len(gpus):
+        return [f"gpus={gpus} names a GPU twice; list each physical index once"]
+    missing = [g for g in gpus if g < 0 or g >= host.gpu_count]
+    if not missing:
+        return []
+    seen = f"{host.gpu_count} visible" if host.nvml_error is None else host.nvml_error
+    return [f"gpus={gpus}: GPU(s) {missing} do not exist ({seen}); use gpus=[] for the CPU "
+            f"or indices from `nvidia-smi -L`"]
+
+
+def _backend(cfg, host: HostInfo) -> list[str]:
+    b, problems = cfg.backend, []
+    if b.name not in BACKEND_BATCHING:
+        return [f"backend={b.name} is unknown; choose one of {sorted(BACKEND_BATCHING)}"]
+    if b.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        problems.append(f"backend.attn_implementation={b.attn_implementation} is unknown; "
+                        f"choose one of {ATTN_IMPLEMENTATIONS}")
+    if b.attn_implementation == "flash_attention_2":
+        if not cfg.gpus:
+            problems.append("backend.attn_implementation=flash_attention_2 needs a GPU; "
+                            "set gpus=[0] or use sdpa")
+        if not host.packages.get("flash_attn"):
+            problems.append("backend.attn_implementation=flash_attention_2 needs the flash-attn "
+                            "package; pip install flash-attn, or use sdpa")
+    if b.max_memory is not None and b.device_map is None:
+        problems.append("backend.max_memory only applies with backend.device_map (e.g. auto); "
+                        "set both or neither")
+    if b.device_map is not None and cfg.model.source == "random":
+        problems.append("backend.device_map cannot place a random-weight model (it is built in "
+                        "place on gpus[0]); leave backend.device_map=null")
+    return problems
+
+
+def _model(cfg, host: HostInfo) -> list[str]:
+    m = cfg.model
+    if m.source not in MODEL_SOURCES:
+        return [f"model.source={m.source} is unknown; choose one of {MODEL_SOURCES}"]
+    if m.source == "hub" and not m.hf_id:
+        return [f"model={m.name} has source=hub but no model.hf_id; set model.hf_id=<org/name>"]
+    if m.source in ("tiny", "random") and not m.config.get("model_type"):
+        return [f"model={m.name} needs model.config.model_type (e.g. llama)"]
+    if m.source == "random" and not cfg.gpus:
+        return [f"model={m.name} has the shape of a real LLM; on the CPU it would take hours. "
+                f"Set gpus=[0], or use model=tiny on the CPU"]
+    return []
+
+
+def _precision(cfg, host: HostInfo) -> list[str]:
+    p, problems = cfg.precision, []
+    if p.dtype not in DTYPES:
+        problems.append(f"precision.dtype={p.dtype} is unknown; choose one of {DTYPES}")
+    if p.quantization not in QUANTIZATIONS:
+        problems.append(f"precision.quantization={p.quantization} is unknown; "
+                        f"choose one of {QUANTIZATIONS}")
+    if p.quantization:
+        problems += _quantization(cfg, host)
+    if p.dtype == "bfloat16":
+        old = [g.index for g in host.gpus if g.index in cfg.gpus and g.compute_capability < (8, 0)]
+        if old:
+            problems.append(f"precision={p.name}: GPU(s) {old} have compute capability < 8.0 and "
+                            f"no bfloat16; use precision=fp16")
+    return problems
+
+
+def _quantization(cfg, host: HostInfo) -> list[str]:
+    p, problems = cfg.precision, []
+    if not host.packages.get("bitsandbytes"):
+        problems.append(f"precision={p.name} ({p.quantization}) needs bitsandbytes; "
+                        f"pip install 'lem[quant]', or choose precision=fp16/bf16")
+    if not cfg.gpus:
+        problems.append(f"precision={p.name} ({p.quantization}) runs on a GPU only; "
+                        f"set gpus=[0] or choose precision=fp32/bf16 on the CPU")
+    if cfg.model.source == "random":
+        problems.append(f"precision={p.name} quantizes weights while loading them from disk; "
+                        f"model={cfg.model.name} is built in memory. Use a hub model")
+    return problems
+
+
+def _dataset(cfg, host: HostInfo) -> list[str]:
+    d, problems = cfg.dataset, []
+    if d.kind not in DATASET_KINDS:
+        return [f"dataset.kind={d.kind} is unknown; choose one of {DATASET_KINDS}"]
+    if d.num_requests < 1:
+        problems.append(f"dataset.num_requests={d.num_requests} must be >= 1")
+    if d.output_len is None or d.output_len < 1:
+        problems.append(f"dataset.output_len={d.output_len} must be >= 1 (the forced length, "
+                        f"or the cap when dataset.force_output_len=false)")
+    if d.kind == "synthetic":
+        problems += _synthetic(cfg)
+    if d.kind == "hf" and not host.packages.get("datasets"):
+        problems.append("dataset=hf needs the datasets package; pip install 'lem[hf]'")
+    return problems
+
+
+def _synthetic(cfg) -> list[str]:
+    d, problems = cfg.dataset, []
+    for key in ("input_len_dist", "output_len_dist"):
+        if d[key] not in LENGTH_DISTS:
+            problems.append(f"dataset.{key}={d[key]} is unknown; choose one of {LENGTH_DISTS}")
+    if d.input_len < 1:
+        problems.append(f"dataset.input_len={d.input_len} must be >= 1")
+    max_len = cfg.model.max_len or cfg.model.config.get("max_position_embeddings")
+    longest = d.input_len + d.input_len_spread * 4 + (d.output_len or 0) + d.output_len_spread * 4
+    if max_len and longest > max_len:
+        problems.append(f"dataset.input_len + dataset.output_len (with spread) reach {longest} "
+                        f"tokens; model={cfg.model.name} accepts {max_len}. Shorten them")
+    return problems
+
+
+def _batching(cfg, host: HostInfo) -> list[str]:
+    b, problems = cfg.batching, []
+    supported = BACKEND_BATCHING.get(cfg.backend.name, ())
+    if b.strategy not in supported:
+        problems.append(f"batching.strategy={b.strategy} is not supported by "
+                        f"backend={cfg.backend.name}; choose one of {supported}")
+    if b.batch_size < 1:
+        problems.append(f"batching.batch_size={b.batch_size} must be >= 1")
+    return problems
+
+
+def _energy(cfg, host: HostInfo) -> list[str]:
+    if cfg.energy.meter not in ENERGY_METERS:
+        return [f"energy.meter={cfg.energy.meter} is unknown; choose one of {ENERGY_METERS}"]
+    return []
