@@ -1,0 +1,51 @@
+"""The Backend seam: load a model, generate a batch with per-token timestamps, report memory.
+
+Backends know nothing of energy meters: the runner owns the measurement windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+from lem.models.source import ModelSource
+from lem.workload import Request
+
+
+@dataclass
+class BatchRecord:
+    """One generate call. Times are time.perf_counter() seconds, on the runner's clock."""
+
+    submit_s: float
+    output_tokens: list[int]  # per request, in batch order, counted from token ids
+    token_times_s: list[list[float]]  # per request: when each output token reached the host
+
+
+@dataclass
+class PrecisionInfo:
+    """What the loaded model actually holds (read off its parameters, not assumed)."""
+
+    weight_dtype: Optional[str]
+    activation_dtype: Optional[str]
+    compute_dtype: Optional[str]
+    quantization: Optional[str]
+    param_dtypes: dict[str, float] = field(default_factory=dict)  # dtype -> share of elements
+
+
+@dataclass
+class GpuMemory:
+    index: int  # physical index
+    peak_allocated_mb: Optional[float]
+    peak_reserved_mb: Optional[float]
+
+
+class Backend(Protocol):
+    def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo: ...
+
+    def generate(self, batch: list[Request], force_output_len: bool) -> BatchRecord: ...
+
+    def reset_peak_memory(self) -> None: ...
+
+    def peak_memory(self) -> list[GpuMemory]: ...
+
+    def close(self) -> None: ...

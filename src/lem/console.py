@@ -1,0 +1,40 @@
+"""The compact summary printed at the end of a run (the full record is result.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+def _fmt(value: Optional[float], unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
+    if value is None:
+        return "null"
+    return f"{value * scale:.{digits}g}{unit}"
+
+
+def summary_table(result: dict[str, Any], path: str) -> str:
+    s, cfg = result["summary"], result["config"]
+    nulls = result.get("null_reasons", {})
+    rows = [
+        ("status", result["status"]),
+        ("run", f"backend={cfg['backend']['name']} model={cfg['model']['name']} "
+                f"precision={cfg['precision']['name']} batch={cfg['batching']['batch_size']} "
+                f"gpus={cfg['gpus']}"),
+        ("requests", f"{s['num_requests']} ({s['input_tokens']} in / {s['output_tokens']} out tokens)"),
+        ("throughput", f"{_fmt(s['output_tokens_per_s'])} out tok/s, "
+                       f"{_fmt(s['requests_per_s'])} req/s"),
+        ("TTFT mean/p99", f"{_fmt(s['ttft_s']['mean'], ' ms', 1e3)} / {_fmt(s['ttft_s']['p99'], ' ms', 1e3)}"),
+        ("ITL mean/p99", f"{_fmt(s['itl_s']['mean'], ' ms', 1e3)} / {_fmt(s['itl_s']['p99'], ' ms', 1e3)}"),
+        ("E2E mean/p99", f"{_fmt(s['e2e_s']['mean'], ' s')} / {_fmt(s['e2e_s']['p99'], ' s')}"),
+        ("energy", _energy(s, nulls)),
+        ("model load", f"{_fmt(s['model_load_s'], ' s')}, {_fmt(s['model_load_energy_j'], ' J')}"),
+        ("result", path),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _energy(s: dict, nulls: dict) -> str:
+    if s["energy_j"] is None:
+        return f"null ({nulls.get('summary.energy_j', 'not measured')})"
+    return (f"{_fmt(s['energy_j'], ' J')} total, {_fmt(s['j_per_output_token'], ' J')}/out token, "
+            f"{_fmt(s['output_tokens_per_j'])} tok/J")

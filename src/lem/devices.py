@@ -1,0 +1,71 @@
+"""Device selection and cheap device-state reads: the run's `gpus` list is the single source."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+
+class DeviceError(RuntimeError):
+    """The devices a config asks for cannot be used; the message says how to fix it."""
+
+
+def pin_devices(gpus: list[int]) -> None:
+    """Expose exactly `gpus` to CUDA (PCI order, as NVML numbers them) before CUDA starts.
+
+    Torch's cuda:0..n-1 then map to the listed physical GPUs; [] hides every GPU (a CPU run).
+    """
+    wanted = ",".join(str(g) for g in gpus)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        current = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if current != wanted:
+            raise DeviceError(
+                f"gpus={gpus} but CUDA already started in this process with "
+                f"CUDA_VISIBLE_DEVICES={current!r}; run configurations on different GPUs in "
+                f"separate processes (one `python -m lem` per GPU set)")
+        return
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    os.environ["CUDA_VISIBLE_DEVICES"] = wanted
+
+
+def check_cuda(gpus: list[int]) -> None:
+    """Pre-flight after torch is imported: CUDA must work when GPUs are requested."""
+    if not gpus:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceError(f"gpus={gpus} but torch {torch.__version__} cannot use CUDA "
+                          f"(CPU-only build or driver problem); install a CUDA build of torch, "
+                          f"or set gpus=[] to run on the CPU")
+    if torch.cuda.device_count() != len(gpus):
+        raise DeviceError(f"gpus={gpus} but torch sees {torch.cuda.device_count()} GPU(s) with "
+                          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}")
+
+
+class MemoryUsedProbe:
+    """NVML memory used per GPU, read at batch edges; keeps the highest value seen."""
+
+    def __init__(self, gpus: list[int]):
+        self.max_mb: dict[str, float] = {}
+        self._handles = []
+        if not gpus:
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handles = [(g, pynvml.nvmlDeviceGetHandleByIndex(g)) for g in gpus]
+        except Exception:
+            self._handles = []
+
+    def read(self) -> None:
+        for index, handle in self._handles:
+            used_mb = self._nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
+            self.max_mb[str(index)] = max(used_mb, self.max_mb.get(str(index), 0.0))
+
+    def result(self) -> Optional[dict[str, float]]:
+        return dict(self.max_mb) if self.max_mb else None

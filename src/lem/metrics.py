@@ -1,0 +1,109 @@
+"""Pure functions: per-request timings -> latency, throughput and energy-normalised metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass
+class Stats:
+    n: int = 0
+    mean: Optional[float] = None
+    p50: Optional[float] = None
+    p90: Optional[float] = None
+    p95: Optional[float] = None
+    p99: Optional[float] = None
+
+
+def stats(values: list[float]) -> Stats:
+    if not values:
+        return Stats()
+    arr = np.asarray(values, dtype=float)
+    p = np.percentile(arr, PERCENTILES)
+    return Stats(len(arr), float(arr.mean()), *map(float, p))
+
+
+@dataclass
+class RequestTiming:
+    """One request, times in seconds relative to the measured window's start."""
+
+    index: int
+    batch: int
+    input_tokens: int
+    requested_output_tokens: int
+    output_tokens: int
+    submit_s: float
+    token_times_s: list[float]  # absolute within the window, one per output token
+
+    @property
+    def ttft_s(self) -> Optional[float]:
+        return self.token_times_s[0] - self.submit_s if self.token_times_s else None
+
+    @property
+    def e2e_s(self) -> Optional[float]:
+        return self.token_times_s[-1] - self.submit_s if self.token_times_s else None
+
+    @property
+    def itl_s(self) -> list[float]:
+        t = self.token_times_s
+        return [b - a for a, b in zip(t, t[1:])]
+
+    @property
+    def tpot_s(self) -> Optional[float]:
+        """Mean time per output token after the first (decode speed seen by this request)."""
+        if len(self.token_times_s) < 2:
+            return None
+        return (self.token_times_s[-1] - self.token_times_s[0]) / (len(self.token_times_s) - 1)
+
+
+def latency_stats(requests: list[RequestTiming]) -> dict[str, Stats]:
+    """TTFT, TPOT, E2E over requests; ITL pooled over every token gap of every request."""
+    def present(values):
+        return [v for v in values if v is not None]
+
+    return {
+        "ttft_s": stats(present(r.ttft_s for r in requests)),
+        "itl_s": stats([gap for r in requests for gap in r.itl_s]),
+        "tpot_s": stats(present(r.tpot_s for r in requests)),
+        "e2e_s": stats(present(r.e2e_s for r in requests)),
+    }
+
+
+def per_unit(total: Optional[float], count: float) -> Optional[float]:
+    """total / count, or None when either is missing or the count is zero."""
+    if total is None or not count:
+        return None
+    return total / count
+
+
+def summarise(timings: list[RequestTiming], window_s: float, energy_j: Optional[float],
+              energy_reason: Optional[str]) -> tuple[dict, dict[str, str]]:
+    """Summary fields of the measured window, and the reason for each that is null."""
+    n_in = sum(t.input_tokens for t in timings)
+    n_out = sum(t.output_tokens for t in timings)
+    fields = {
+        "num_requests": len(timings),
+        "input_tokens": n_in,
+        "output_tokens": n_out,
+        "duration_s": window_s,
+        "output_tokens_per_s": per_unit(n_out, window_s),
+        "total_tokens_per_s": per_unit(n_in + n_out, window_s),
+        "requests_per_s": per_unit(len(timings), window_s),
+        **latency_stats(timings),
+        "energy_j": energy_j,
+        "j_per_output_token": per_unit(energy_j, n_out),
+        "j_per_request": per_unit(energy_j, len(timings)),
+        "output_tokens_per_j": per_unit(n_out, energy_j),
+    }
+    reasons = {}
+    if energy_j is None:
+        for key in ("energy_j", "j_per_output_token", "j_per_request", "output_tokens_per_j"):
+            reasons[f"summary.{key}"] = energy_reason or "energy not measured"
+    if n_out <= len(timings):
+        reasons["summary.itl_s"] = "fewer than two output tokens per request: no token gaps"
+    return fields, reasons

@@ -1,0 +1,115 @@
+"""The result schema: one versioned dataclass tree -> result.json, written atomically.
+
+Every field is always present; a value that could not be measured is null and `null_reasons`
+says why, so results of different machines and failures stay comparable column for column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from lem.backends.base import GpuMemory, PrecisionInfo
+from lem.energy import EnergyReading
+from lem.metrics import Stats
+
+SCHEMA_VERSION = "1.0"
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class Summary:
+    num_requests: Optional[int] = None
+    input_tokens: Optional[int] = None
+    output_tokens: Optional[int] = None
+    duration_s: Optional[float] = None  # measured window
+    output_tokens_per_s: Optional[float] = None
+    total_tokens_per_s: Optional[float] = None
+    requests_per_s: Optional[float] = None
+    ttft_s: Stats = field(default_factory=Stats)
+    itl_s: Stats = field(default_factory=Stats)
+    tpot_s: Stats = field(default_factory=Stats)
+    e2e_s: Stats = field(default_factory=Stats)
+    energy_j: Optional[float] = None  # all GPUs of the run, measured window
+    energy_per_gpu_j: Optional[dict[str, float]] = None  # physical index -> J
+    j_per_output_token: Optional[float] = None
+    j_per_request: Optional[float] = None
+    output_tokens_per_j: Optional[float] = None
+    model_load_s: Optional[float] = None
+    model_load_energy_j: Optional[float] = None
+
+
+@dataclass
+class Energy:
+    model_load: Optional[EnergyReading] = None
+    measured: Optional[EnergyReading] = None
+
+
+@dataclass
+class Memory:
+    gpus: list[GpuMemory] = field(default_factory=list)
+    # NVML memory used, highest value read at batch edges (no sampler yet: a lower bound of the peak)
+    gpu_used_mb_max_at_batch_edges: Optional[dict[str, float]] = None
+    peak_host_rss_mb: Optional[float] = None
+
+
+@dataclass
+class Result:
+    schema_version: str = SCHEMA_VERSION
+    status: str = "running"  # ok | failed | interrupted
+    error: Optional[ErrorInfo] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    wall_s: Optional[float] = None
+    config_hash: Optional[str] = None
+    overrides: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    precision: Optional[PrecisionInfo] = None
+    summary: Summary = field(default_factory=Summary)
+    energy: Energy = field(default_factory=Energy)
+    memory: Memory = field(default_factory=Memory)
+    warmup: dict[str, Any] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write via a temp file in the same directory + rename: never a half-written result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, allow_nan=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(result: Result, job_dir: Path) -> Path:
+    path = Path(job_dir) / RESULT_FILE
+    write_json_atomic(path, result.to_dict())
+    return path
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
