@@ -1,0 +1,55 @@
+"""Real GPU checks (NVML and CUDA): run on the GPU machine with `python -m pytest -m gpu`."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+def _require_gpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    return torch
+
+
+def test_nvml_meter_counts_a_matmul_burst_at_plausible_power():
+    torch = _require_gpu()
+    from lem.energy import NvmlMeter
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    meter = NvmlMeter([0])
+    meter.start()
+    t_end = time.perf_counter() + 5.0
+    while time.perf_counter() < t_end:
+        a @ a
+    torch.cuda.synchronize()
+    reading = meter.stop()
+    mean_w = reading.total_j / reading.duration_s
+    assert reading.method == "nvml-counter"
+    assert reading.devices[0].uuid.startswith("GPU-")
+    assert 100 < mean_w < 1200, f"mean power {mean_w:.0f} W over a 5 s matmul burst"
+
+
+def test_lem_tiny_on_gpu_measures_energy_and_memory(tmp_path):
+    _require_gpu()
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lem", "gpus=[0]", "precision=bf16", "progress=false",
+         "dataset.num_requests=64", "dataset.output_len=64", "batching.batch_size=16",
+         f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "LEM_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "result.json").read_text())
+    s = r["summary"]
+    assert r["status"] == "ok"
+    assert s["energy_j"] > 0 and s["j_per_output_token"] > 0
+    assert s["output_tokens"] == 64 * 64
+    assert r["memory"]["gpus"][0]["peak_allocated_mb"] > 0
+    assert r["environment"]["gpus"][0]["uuid"].startswith("GPU-")
+    assert r["precision"]["weight_dtype"] == "bfloat16"
