@@ -5,11 +5,12 @@
 # Writes $OUT/foundation.jsonl: one line per run (tool, batch size, tokens/s, J per output token).
 set -u
 REPS=${REPS:-3}
+REP_START=${REP_START:-1}
 log=$OUT/foundation.jsonl
 mkdir -p "$OUT/lem_runs"
-for rep in $(seq 1 "$REPS"); do
+for rep in $(seq "$REP_START" "$REPS"); do
   for bs in 1 16 64; do
-    case $bs in 1) n=4 ;; 16) n=32 ;; 64) n=128 ;; esac
+    case $bs in 1) n=2 ;; 16) n=32 ;; 64) n=128 ;; esac
     # alternate which tool goes first, so neither always meets the warmer GPU
     if [ $((rep % 2)) -eq 1 ]; then order="lem plain"; else order="plain lem"; fi
     for tool in $order; do

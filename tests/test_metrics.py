@@ -1,0 +1,109 @@
+"""Metrics: percentiles, per-request latencies from timestamps, and the run summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from lem.metrics import RequestTiming, Stats, latency_stats, per_unit, stats, summarise
+
+
+def _timing(index: int, input_tokens: int, submit_s: float, token_times_s: list[float],
+            requested: int = 4) -> RequestTiming:
+    return RequestTiming(index=index, batch=0, input_tokens=input_tokens,
+                         requested_output_tokens=requested, output_tokens=len(token_times_s),
+                         submit_s=submit_s, token_times_s=token_times_s)
+
+
+def test_stats_of_1_to_101():
+    s = stats([float(v) for v in range(101, 0, -1)])  # order does not matter
+    assert s == Stats(n=101, mean=51.0, p50=51.0, p90=91.0, p95=96.0, p99=100.0)
+
+
+def test_stats_of_one_value():
+    assert stats([2.5]) == Stats(1, 2.5, 2.5, 2.5, 2.5, 2.5)
+
+
+def test_stats_of_nothing_is_null():
+    assert stats([]) == Stats(n=0, mean=None, p50=None, p90=None, p95=None, p99=None)
+
+
+def test_request_timing_from_known_timestamps():
+    t = _timing(0, 10, submit_s=1.0, token_times_s=[1.5, 1.75, 2.0, 2.125])
+    assert t.ttft_s == pytest.approx(0.5)
+    assert t.e2e_s == pytest.approx(1.125)
+    assert t.itl_s == pytest.approx([0.25, 0.25, 0.125])
+    assert t.tpot_s == pytest.approx((2.125 - 1.5) / 3)
+
+
+def test_request_timing_with_one_token_has_no_gaps():
+    t = _timing(0, 10, submit_s=1.0, token_times_s=[1.25])
+    assert t.ttft_s == t.e2e_s == pytest.approx(0.25)
+    assert t.itl_s == [] and t.tpot_s is None
+
+
+def test_request_timing_without_tokens_is_null():
+    t = _timing(0, 10, submit_s=1.0, token_times_s=[])
+    assert (t.ttft_s, t.e2e_s, t.tpot_s, t.itl_s) == (None, None, None, [])
+
+
+def test_latency_stats_pools_itl_over_every_gap():
+    a = _timing(0, 10, 0.0, [1.0, 1.1, 1.2, 1.3])  # three gaps of 0.1
+    b = _timing(1, 10, 0.0, [2.0, 2.5])  # one gap of 0.5
+    s = latency_stats([a, b])
+    assert s["itl_s"].n == 4 and s["itl_s"].mean == pytest.approx(0.2)  # pooled over gaps
+    assert s["tpot_s"].n == 2 and s["tpot_s"].mean == pytest.approx(0.3)  # mean over requests
+    assert s["ttft_s"].mean == pytest.approx(1.5)
+    assert s["e2e_s"].mean == pytest.approx(1.9)
+
+
+def test_latency_stats_skips_requests_without_tokens():
+    s = latency_stats([_timing(0, 10, 0.0, [1.0, 2.0]), _timing(1, 10, 0.0, [])])
+    assert s["ttft_s"].n == 1 and s["e2e_s"].n == 1 and s["tpot_s"].n == 1
+
+
+def test_per_unit_is_null_on_missing_or_zero():
+    assert per_unit(6.0, 3) == 2.0
+    assert per_unit(None, 3) is None
+    assert per_unit(6.0, 0) is None
+
+
+def _two_requests() -> list[RequestTiming]:
+    return [_timing(0, 10, 0.0, [0.5, 0.6, 0.7, 0.8]), _timing(1, 20, 0.0, [0.5, 0.9])]
+
+
+def test_summarise_from_known_numbers():
+    fields, reasons = summarise(_two_requests(), window_s=2.0, energy_j=12.0, energy_reason=None)
+    assert fields["num_requests"] == 2
+    assert fields["input_tokens"] == 30 and fields["output_tokens"] == 6
+    assert fields["duration_s"] == 2.0
+    assert fields["output_tokens_per_s"] == pytest.approx(3.0)
+    assert fields["total_tokens_per_s"] == pytest.approx(18.0)
+    assert fields["requests_per_s"] == pytest.approx(1.0)
+    assert fields["energy_j"] == 12.0
+    assert fields["j_per_output_token"] == pytest.approx(2.0)
+    assert fields["j_per_request"] == pytest.approx(6.0)
+    assert fields["output_tokens_per_j"] == pytest.approx(0.5)
+    assert fields["itl_s"].n == 4
+    assert reasons == {}
+
+
+def test_summarise_without_energy_gives_null_and_the_reason():
+    why = "not measured: energy=none"
+    fields, reasons = summarise(_two_requests(), window_s=2.0, energy_j=None, energy_reason=why)
+    energy_keys = ("energy_j", "j_per_output_token", "j_per_request", "output_tokens_per_j")
+    assert all(fields[k] is None for k in energy_keys)
+    assert reasons == {f"summary.{k}": why for k in energy_keys}
+    assert fields["output_tokens_per_s"] == pytest.approx(3.0)  # the rest is still measured
+
+
+def test_summarise_without_energy_or_reason_still_says_why():
+    _, reasons = summarise(_two_requests(), 2.0, None, None)
+    assert reasons["summary.energy_j"] == "energy not measured"
+
+
+def test_summarise_with_single_token_outputs_explains_the_missing_itl():
+    timings = [_timing(0, 10, 0.0, [0.5]), _timing(1, 10, 0.0, [0.7])]
+    fields, reasons = summarise(timings, 1.0, 3.0, None)
+    assert fields["itl_s"] == Stats()
+    assert "summary.itl_s" in reasons
+    assert fields["j_per_output_token"] == pytest.approx(1.5)
