@@ -125,8 +125,6 @@ def test_max_memory_without_device_map(compose):
     assert _problems(cfg, _host((9, 0))) == []
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: OmegaConf cannot merge a dict into the "
-                   "Optional[dict[str, str]] node backend.max_memory while it is null")
 def test_max_memory_can_be_set_from_the_command_line(compose):
     cfg = compose(["backend.device_map=auto", "backend.max_memory={cpu:10GiB}"])
     assert OmegaConf.to_container(cfg.backend.max_memory) == {"cpu": "10GiB"}
@@ -186,8 +184,6 @@ def test_hf_dataset_without_the_datasets_package(compose):
     assert len(problems) == 1 and "dataset=hf" in problems[0] and "datasets" in problems[0]
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: dataset/hf.yaml's `path: ???` does not override "
-                   "the schema default None, and validate does not check dataset.path for hf")
 def test_hf_dataset_without_a_path_is_rejected(compose):
     with pytest.raises(Exception, match="dataset.path"):
         cfg = compose(["gpus=[]", "dataset=hf"])
@@ -205,3 +201,10 @@ def test_resolve_gpus_auto_is_the_cpu_without_a_gpu():
 def test_resolve_gpus_takes_a_list_or_an_int_as_given():
     assert resolve_gpus(OmegaConf.create([2, 1]), _host()) == [2, 1]
     assert resolve_gpus(3, _host()) == [3]
+
+
+def test_a_key_added_with_plus_that_the_backend_would_ignore_is_rejected(compose):
+    cfg = compose(["gpus=[]", "+backend.atn_implementation=sdpa"])
+    problems = _problems(cfg, _host())
+    assert len(problems) == 1 and "backend.atn_implementation" in problems[0]
+    assert "attn_implementation" in problems[0]  # the options are listed

@@ -28,7 +28,9 @@ class PyTorchConfig(BackendConfig):
     name: str = "pytorch"
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None: library default
     device_map: Optional[Any] = None  # None: the run's first GPU (or CPU); "auto" shards over gpus
-    max_memory: Optional[dict[str, str]] = None  # e.g. {"0": "70GiB", "cpu": "200GiB"}
+    # e.g. {0: 70GiB, cpu: 200GiB}; typed Any because OmegaConf cannot merge a dict override
+    # into a null typed-dict node (backend.max_memory={0:70GiB} would crash)
+    max_memory: Optional[Any] = None
     low_cpu_mem_usage: bool = True
     torch_compile: bool = False  # torch.compile the forward before the warmup
     cache_implementation: Optional[str] = None  # None (dynamic) | static | offloaded ...
@@ -113,6 +115,9 @@ class LemConfig:
 
 
 BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig}
+GROUP_SCHEMAS: dict[str, type] = {"model": ModelConfig, "dataset": DatasetConfig,
+                                  "precision": PrecisionConfig, "batching": BatchingConfig,
+                                  "energy": EnergyConfig, "measurement": MeasurementConfig}
 
 
 def register_configs() -> None:

@@ -59,11 +59,13 @@ def _measure(cfg: DictConfig, result: Result) -> None:
     from lem.backends import make_backend
     from lem.environment import snapshot
     from lem.models.source import resolve_model
-    from lem.workload import build_requests, make_batches
+    from lem.validate import model_max_len
+    from lem.workload import build_requests, check_lengths, make_batches
 
     source = resolve_model(cfg.model, cfg.cache_dir)
     tokenizer = source.tokenizer(cfg.backend.get("trust_remote_code", False))
     requests = build_requests(cfg.dataset, source.vocab_size(), tokenizer)
+    check_lengths(requests, model_max_len(cfg.model) or source.max_len(), cfg.model.name)
     batches = make_batches(requests, cfg.batching.strategy, cfg.batching.batch_size)
     devices.check_cuda(cfg.gpus)
     meter = make_meter(cfg.energy.meter, list(cfg.gpus), host.nvml_error)

@@ -5,8 +5,11 @@ Each problem names the config key and the fix. Pure: it reads the config and a `
 
 from __future__ import annotations
 
+import dataclasses
+
 from omegaconf import DictConfig
 
+from lem.config import BACKEND_SCHEMAS, GROUP_SCHEMAS
 from lem.host import HostInfo
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -41,10 +44,25 @@ def resolve_gpus(gpus, host: HostInfo) -> list[int]:
 def validate(cfg: DictConfig, host: HostInfo) -> None:
     """Raise ConfigError listing every problem; `cfg.gpus` must already be resolved to a list."""
     problems: list[str] = []
-    for check in (_gpus, _backend, _model, _precision, _dataset, _batching, _energy):
+    for check in (_unknown_keys, _gpus, _backend, _model, _precision, _dataset, _batching,
+                  _energy):
         problems += check(cfg, host)
     if problems:
         raise ConfigError(problems)
+
+
+def _unknown_keys(cfg, host: HostInfo) -> list[str]:
+    """Keys added with Hydra's `+` bypass the schema; no group may carry a key it would ignore."""
+    schemas = dict(GROUP_SCHEMAS, backend=BACKEND_SCHEMAS.get(cfg.backend.name))
+    problems = []
+    for group, schema in schemas.items():
+        if schema is None or group not in cfg:
+            continue
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in sorted(set(cfg[group].keys()) - known):
+            problems.append(f"{group}.{key} is not an option of {group}={cfg[group].get('name', '')}"
+                            f" (it would be ignored); options: {', '.join(sorted(known))}")
+    return problems
 
 
 def _gpus(cfg, host: HostInfo) -> list[str]:
@@ -138,6 +156,9 @@ def _dataset(cfg, host: HostInfo) -> list[str]:
                         f"or the cap when dataset.force_output_len=false)")
     if d.kind == "synthetic":
         problems += _synthetic(cfg)
+    if d.kind == "hf" and not d.path:
+        problems.append("dataset=hf needs dataset.path: a datasets hub id in the local cache or "
+                        "a save_to_disk directory, e.g. dataset.path=/data/my_prompts")
     if d.kind == "hf" and not host.packages.get("datasets"):
         problems.append("dataset=hf needs the datasets package; pip install 'lem[hf]'")
     return problems
@@ -150,12 +171,23 @@ def _synthetic(cfg) -> list[str]:
             problems.append(f"dataset.{key}={d[key]} is unknown; choose one of {LENGTH_DISTS}")
     if d.input_len < 1:
         problems.append(f"dataset.input_len={d.input_len} must be >= 1")
-    max_len = cfg.model.max_len or cfg.model.config.get("max_position_embeddings")
-    longest = d.input_len + d.input_len_spread * 4 + (d.output_len or 0) + d.output_len_spread * 4
+    max_len = model_max_len(cfg.model)
+    longest = _longest(d.input_len, d.input_len_dist, d.input_len_spread) + \
+        _longest(d.output_len or 0, d.output_len_dist, d.output_len_spread)
     if max_len and longest > max_len:
         problems.append(f"dataset.input_len + dataset.output_len (with spread) reach {longest} "
                         f"tokens; model={cfg.model.name} accepts {max_len}. Shorten them")
     return problems
+
+
+def _longest(mean: int, dist: str, spread: int) -> int:
+    """Longest length a distribution yields: uniform is bounded; normal is taken to 4 sigma
+    (longer draws are caught when the requests are built)."""
+    return mean + (spread if dist == "uniform" else 4 * spread if dist == "normal" else 0)
+
+
+def model_max_len(m) -> int | None:
+    return m.max_len or m.config.get("max_position_embeddings")
 
 
 def _batching(cfg, host: HostInfo) -> list[str]:

@@ -90,7 +90,7 @@ def _parse_line(path: Path, lineno: int, line: str, text_field: str) -> dict:
         raise WorkloadError(f"{path}:{lineno}: no string field '{text_field}'; "
                             f"set dataset.text_field to the field holding the prompt")
     out = record.get("output_len")
-    if out is not None and (not isinstance(out, int) or out < 1):
+    if out is not None and (isinstance(out, bool) or not isinstance(out, int) or out < 1):
         raise WorkloadError(f"{path}:{lineno}: output_len={out!r} must be a positive integer")
     return {"text": record[text_field], "output_len": out}
 
@@ -123,6 +123,18 @@ def read_hf(d) -> list[dict]:
 def _tokenize(records: list[dict], tokenizer, default_output_len: Optional[int]) -> list[Request]:
     return [Request(i, tokenizer(r["text"])["input_ids"], r["output_len"] or default_output_len)
             for i, r in enumerate(records)]
+
+
+def check_lengths(requests: list[Request], max_len: Optional[int], model_name: str) -> None:
+    """Prompt + output must fit the model's context; the message names the longest request."""
+    if not max_len:
+        return
+    worst = max(requests, key=lambda r: r.input_len + r.output_len)
+    if worst.input_len + worst.output_len > max_len:
+        raise WorkloadError(
+            f"request {worst.index} needs {worst.input_len} prompt + {worst.output_len} output "
+            f"tokens; model={model_name} accepts {max_len}. Lower dataset.output_len, use shorter "
+            f"prompts, or narrow the length spread")
 
 
 def make_batches(requests: list[Request], strategy: str, batch_size: int) -> list[list[Request]]:

@@ -37,6 +37,15 @@ class ModelSource:
         return int(AutoConfig.from_pretrained(self.path).vocab_size)
 
 
+    def max_len(self) -> Optional[int]:
+        """Context length from the checkpoint's config (hub presets may not state it)."""
+        if self.path is None:
+            return self.config.get("max_position_embeddings")
+        from transformers import AutoConfig
+
+        return getattr(AutoConfig.from_pretrained(self.path), "max_position_embeddings", None)
+
+
 class ModelNotAvailable(RuntimeError):
     """Weights that cannot be had here; the message says how to get them."""
 
