@@ -93,3 +93,34 @@ def test_help_lists_groups_and_cfg_job_imports_no_torch(run_lem):
             "sys.argv = ['lem', '--cfg', 'job']; runpy.run_module('lem', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "model:" in proc.stdout and "TORCH_LOADED False" in proc.stdout
+
+
+def _hf_cache_with(hf_home: Path, repo_id: str, checkpoint: Path) -> None:
+    """Lay a checkpoint out the way huggingface_hub caches a download."""
+    import shutil
+
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(checkpoint, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_model_loads_from_the_local_cache_without_network(run_lem, tmp_path, tiny_dir,
+                                                              monkeypatch):
+    _hf_cache_with(tmp_path / "hf", "lem-test/tiny-cached", tiny_dir)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    proc = run_lem("model=llama3", "model.hf_id=lem-test/tiny-cached", "model.max_len=2048",
+                   "dataset.num_requests=4", "progress=false", "hydra.run.dir=out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert r["status"] == "ok" and r["summary"]["output_tokens"] == 4 * 32
+
+
+def test_hub_model_missing_from_the_cache_fails_with_the_fix(run_lem, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    proc = run_lem("model=qwen2.5-0.5b", "gpus=[]", "hydra.run.dir=out")
+    assert proc.returncode == 1
+    assert "model.hf_id=Qwen/Qwen2.5-0.5B-Instruct" in proc.stderr and "hf download" in proc.stderr
+    r = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert r["status"] == "failed" and r["error"]["type"] == "ModelNotAvailable"

@@ -73,5 +73,5 @@ def hub_snapshot(hf_id: str, revision: Optional[str]) -> str:
                 f"model.hf_id={hf_id} is not in the local Hugging Face cache "
                 f"({type(cached_exc).__name__}) and the hub could not be reached "
                 f"({type(hub_exc).__name__}: {str(hub_exc)[:200]}). Fix: on a connected machine run "
-                f"`huggingface-cli download {hf_id}` (with HF_TOKEN for gated models) and copy the "
+                f"`hf download {hf_id}` (with HF_TOKEN for gated models) and copy the "
                 f"cache to HF_HOME here, or use a *-random model preset") from hub_exc
