@@ -54,8 +54,9 @@ class MemoryUsedProbe:
         if not gpus:
             return
         try:
-            import pynvml
+            from lem import nvml as nvml_seam
 
+            pynvml = nvml_seam.load()
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handles = [(g, pynvml.nvmlDeviceGetHandleByIndex(g)) for g in gpus]

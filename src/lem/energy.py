@@ -57,8 +57,9 @@ class NvmlMeter:
     RESOLUTION = "counter updates about every 100 ms (H200); windows under ~1 s are coarse"
 
     def __init__(self, gpu_indices: list[int]):
-        import pynvml
+        from lem import nvml as nvml_seam
 
+        pynvml = nvml_seam.load()
         self._nvml = pynvml
         pynvml.nvmlInit()
         self._indices = list(gpu_indices)

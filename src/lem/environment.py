@@ -79,8 +79,9 @@ def _gpus(indices: list[int]) -> list[dict[str, Any]]:
     if not indices:
         return []
     try:
-        import pynvml
+        from lem import nvml as nvml_seam
 
+        pynvml = nvml_seam.load()
         pynvml.nvmlInit()
     except Exception:
         return []

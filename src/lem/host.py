@@ -41,8 +41,9 @@ def probe_host() -> HostInfo:
 
 def _probe_gpus() -> tuple[list[GpuInfo], Optional[str]]:
     try:
-        import pynvml
+        from lem import nvml as nvml_seam
 
+        pynvml = nvml_seam.load()
         pynvml.nvmlInit()
     except Exception as exc:  # no driver, no library: a CPU machine
         return [], f"NVML unavailable ({type(exc).__name__}: {exc})"
