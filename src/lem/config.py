@@ -91,11 +91,28 @@ class BatchingConfig:
 class EnergyConfig:
     name: str = MISSING
     meter: str = MISSING  # nvml | none
+    sample_period_s: float = 0.1  # GPU time series (separate process); 0 disables the sampler
+    device_idle_s: float = 1.0  # sample device idle before lem creates a CUDA context
+    baseline_s: float = 3.0  # engine-ready idle measured after the model is loaded
+    settle_max_s: float = 15.0  # wait at most this long for steady temperature and power
+    settle_window_s: float = 1.0
+    settle_temp_range_c: float = 1.0
+    settle_power_cv: float = 0.05
+    cpu: str = "auto"  # auto: RAPL, else CodeCarbon's estimate if installed | rapl | none
+    country_iso_code: Optional[str] = None  # CO2 estimate (CodeCarbon, offline), e.g. FRA
 
 
 @dataclass
 class MeasurementConfig:
-    warmup_batches: int = 1  # run before the measured window, not counted
+    cycles: int = 3  # measured windows over the whole workload; statistics across them
+    cooldown_max_s: float = 10.0  # between cycles: wait until back within the temperature band
+    cooldown_temp_band_c: float = 2.0  # ... of the baseline's temperature
+    warmup_k: int = 3  # stability: CV of the last k warmup batch latencies
+    warmup_cv: float = 0.05
+    warmup_max_batches: int = 20
+    warmup_max_s: float = 60.0
+    warmup_output_len: Optional[int] = 32  # tokens per warmup request (None: the dataset's)
+    max_temperature_c: float = 85.0  # validity: hotter samples are flagged
 
 
 @dataclass

@@ -11,21 +11,35 @@ def _fmt(value: Optional[float], unit: str = "", scale: float = 1.0, digits: int
     return f"{value * scale:.{digits}g}{unit}"
 
 
+def _ci(stat: Optional[dict], unit: str = "", scale: float = 1.0) -> str:
+    if not stat or stat.get("ci95_low") is None:
+        return ""
+    return f" (95% CI {_fmt(stat['ci95_low'], '', scale)}-{_fmt(stat['ci95_high'], unit, scale)}, " \
+           f"CV {_fmt(stat['cv'])})"
+
+
 def summary_table(result: dict[str, Any], path: str) -> str:
-    s, cfg = result["summary"], result["config"]
+    s, cfg, st = result["summary"], result["config"], result.get("statistics", {})
     nulls = result.get("null_reasons", {})
+    validity = result.get("validity") or {}
     rows = [
-        ("status", result["status"]),
+        ("status", f"{result['status']}, valid={validity.get('valid')}"
+                   + (f" ({'; '.join(validity['reasons'])})" if validity.get("reasons") else "")),
         ("run", f"backend={cfg['backend']['name']} model={cfg['model']['name']} "
                 f"precision={cfg['precision']['name']} batch={cfg['batching']['batch_size']} "
                 f"gpus={cfg['gpus']}"),
-        ("requests", f"{s['num_requests']} ({s['input_tokens']} in / {s['output_tokens']} out tokens)"),
-        ("throughput", f"{_fmt(s['output_tokens_per_s'])} out tok/s, "
-                       f"{_fmt(s['requests_per_s'])} req/s"),
+        ("requests", f"{s['num_requests']} over {s['cycles']} cycle(s) "
+                     f"({s['input_tokens']} in / {s['output_tokens']} out tokens)"),
+        ("throughput", f"{_fmt(s['output_tokens_per_s'])} out tok/s{_ci(st.get('output_tokens_per_s'))}"),
         ("TTFT mean/p99", f"{_fmt(s['ttft_s']['mean'], ' ms', 1e3)} / {_fmt(s['ttft_s']['p99'], ' ms', 1e3)}"),
         ("ITL mean/p99", f"{_fmt(s['itl_s']['mean'], ' ms', 1e3)} / {_fmt(s['itl_s']['p99'], ' ms', 1e3)}"),
         ("E2E mean/p99", f"{_fmt(s['e2e_s']['mean'], ' s')} / {_fmt(s['e2e_s']['p99'], ' s')}"),
-        ("energy", _energy(s, nulls)),
+        ("energy", _energy(s, nulls, st)),
+        ("idle / dynamic", f"{_fmt(s['idle_power_w'], ' W')} engine-ready idle "
+                           f"(device idle {_fmt(s['device_idle_power_w'], ' W')}); dynamic "
+                           f"{_fmt(s['dynamic_j_per_output_token'], ' J')}/out token"),
+        ("CPU energy", f"{_fmt(s['cpu_energy_j'], ' J')} ({s['cpu_energy_method'] or 'not measured'})"),
+        ("MBU / MFU", f"{_fmt(s['mbu'])} / {_fmt(s['mfu'])}"),
         ("model load", f"{_fmt(s['model_load_s'], ' s')}, {_fmt(s['model_load_energy_j'], ' J')}"),
         ("result", path),
     ]
@@ -33,8 +47,8 @@ def summary_table(result: dict[str, Any], path: str) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def _energy(s: dict, nulls: dict) -> str:
+def _energy(s: dict, nulls: dict, st: dict) -> str:
     if s["energy_j"] is None:
         return f"null ({nulls.get('summary.energy_j', 'not measured')})"
-    return (f"{_fmt(s['energy_j'], ' J')} total, {_fmt(s['j_per_output_token'], ' J')}/out token, "
-            f"{_fmt(s['output_tokens_per_j'])} tok/J")
+    return (f"{_fmt(s['energy_j'], ' J')} total, {_fmt(s['j_per_output_token'], ' J')}/out token"
+            f"{_ci(st.get('j_per_output_token'), ' J')}")

@@ -45,28 +45,17 @@ def check_cuda(gpus: list[int]) -> None:
                           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}")
 
 
-class MemoryUsedProbe:
-    """NVML memory used per GPU, read at batch edges; keeps the highest value seen."""
+def foreign_gpu_processes(gpus: list[int]) -> Optional[dict[str, list[int]]]:
+    """Compute processes on the run's GPUs other than this one (None when NVML cannot tell)."""
+    if not gpus:
+        return None
+    try:
+        from lem import nvml as nvml_seam
 
-    def __init__(self, gpus: list[int]):
-        self.max_mb: dict[str, float] = {}
-        self._handles = []
-        if not gpus:
-            return
-        try:
-            from lem import nvml as nvml_seam
-
-            pynvml = nvml_seam.load()
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handles = [(g, pynvml.nvmlDeviceGetHandleByIndex(g)) for g in gpus]
-        except Exception:
-            self._handles = []
-
-    def read(self) -> None:
-        for index, handle in self._handles:
-            used_mb = self._nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
-            self.max_mb[str(index)] = max(used_mb, self.max_mb.get(str(index), 0.0))
-
-    def result(self) -> Optional[dict[str, float]]:
-        return dict(self.max_mb) if self.max_mb else None
+        nvml = nvml_seam.load()
+        nvml.nvmlInit()
+        procs = {str(g): [p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(
+            nvml.nvmlDeviceGetHandleByIndex(g))] for g in gpus}
+    except Exception:
+        return None
+    return {g: [pid for pid in pids if pid != os.getpid()] for g, pids in procs.items()}

@@ -108,8 +108,8 @@ def make_meter(meter: str, gpus: list[int], nvml_error: Optional[str]) -> Energy
     if meter == "none":
         return NullMeter("not measured: energy=none")
     if not gpus:
-        return NullMeter("not measured: the run uses no GPU (gpus=[]) and energy=nvml "
-                         "meters GPUs only; lem does not measure CPU energy yet")
+        return NullMeter("not measured: the run uses no GPU (gpus=[]); energy=nvml meters GPUs "
+                         "(CPU/DRAM energy, where readable, is in summary.cpu_energy_j)")
     if nvml_error:
         return NullMeter(f"not measured: {nvml_error}")
     return NvmlMeter(gpus)

@@ -39,6 +39,7 @@ class RequestTiming:
     output_tokens: int
     submit_s: float
     token_times_s: list[float]  # absolute within the window, one per output token
+    cycle: int = 0
 
     @property
     def ttft_s(self) -> Optional[float]:

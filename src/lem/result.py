@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lem.backends.base import GpuMemory, PrecisionInfo
-from lem.energy import EnergyReading
 from lem.metrics import Stats
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 RESULT_FILE = "result.json"
 
 
@@ -31,10 +30,13 @@ class ErrorInfo:
 
 @dataclass
 class Summary:
+    """Pooled over every measured cycle: sums of tokens, time and energy; latencies pooled."""
+
+    cycles: Optional[int] = None
     num_requests: Optional[int] = None
     input_tokens: Optional[int] = None
     output_tokens: Optional[int] = None
-    duration_s: Optional[float] = None  # measured window
+    duration_s: Optional[float] = None  # measured windows, summed
     output_tokens_per_s: Optional[float] = None
     total_tokens_per_s: Optional[float] = None
     requests_per_s: Optional[float] = None
@@ -42,26 +44,33 @@ class Summary:
     itl_s: Stats = field(default_factory=Stats)
     tpot_s: Stats = field(default_factory=Stats)
     e2e_s: Stats = field(default_factory=Stats)
-    energy_j: Optional[float] = None  # all GPUs of the run, measured window
+    energy_j: Optional[float] = None  # all GPUs, counter, measured windows summed
     energy_per_gpu_j: Optional[dict[str, float]] = None  # physical index -> J
     j_per_output_token: Optional[float] = None
     j_per_request: Optional[float] = None
     output_tokens_per_j: Optional[float] = None
+    # dynamic = total - engine-ready idle power x duration (the work's own energy)
+    idle_power_w: Optional[float] = None
+    idle_power_std_w: Optional[float] = None
+    device_idle_power_w: Optional[float] = None
+    dynamic_energy_j: Optional[float] = None
+    dynamic_j_per_output_token: Optional[float] = None
+    prefill_energy_j: Optional[float] = None
+    decode_energy_j: Optional[float] = None
+    cpu_energy_j: Optional[float] = None  # package + DRAM over the measured windows
+    cpu_energy_method: Optional[str] = None  # rapl | estimate | None
+    co2_kg: Optional[float] = None  # always an estimate (CodeCarbon), never measured
+    mbu: Optional[float] = None  # decode bandwidth utilisation (see roofline)
+    mfu: Optional[float] = None
     model_load_s: Optional[float] = None
     model_load_energy_j: Optional[float] = None
 
 
 @dataclass
-class Energy:
-    model_load: Optional[EnergyReading] = None
-    measured: Optional[EnergyReading] = None
-
-
-@dataclass
 class Memory:
     gpus: list[GpuMemory] = field(default_factory=list)
-    # NVML memory used, highest value read at batch edges (no sampler yet: a lower bound of the peak)
-    gpu_used_mb_max_at_batch_edges: Optional[dict[str, float]] = None
+    # NVML memory used per GPU: the highest time-series sample inside the measured cycles
+    gpu_used_mb_max: Optional[dict[str, float]] = None
     peak_host_rss_mb: Optional[float] = None
 
 
@@ -79,15 +88,33 @@ class Result:
     environment: dict[str, Any] = field(default_factory=dict)
     precision: Optional[PrecisionInfo] = None
     summary: Summary = field(default_factory=Summary)
-    energy: Energy = field(default_factory=Energy)
+    statistics: dict[str, Any] = field(default_factory=dict)  # across cycles: mean, std, CV, CI
+    validity: Optional[Any] = None  # Validity: valid flag, reasons, every check's verdict
+    baseline: Optional[Any] = None  # Baseline: engine-ready and device idle power
+    warmup: Optional[Any] = None  # WarmupReport
+    cycles: list[dict[str, Any]] = field(default_factory=list)  # per-cycle raw figures
+    windows: list[Any] = field(default_factory=list)  # Window: every measured span
+    attribution: Optional[Any] = None  # prefill/decode energy, pooled over cycles
+    roofline: Optional[Any] = None
+    timeseries: Optional[Any] = None  # TimeseriesInfo: the parquet file next to result.json
     memory: Memory = field(default_factory=Memory)
-    warmup: dict[str, Any] = field(default_factory=dict)
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)  # every request of every cycle
     null_reasons: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _finite(value):
+    """NaN/inf are not JSON: they become null (a value that could not be computed)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -107,7 +134,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def write_result(result: Result, job_dir: Path) -> Path:
     path = Path(job_dir) / RESULT_FILE
-    write_json_atomic(path, result.to_dict())
+    write_json_atomic(path, _finite(result.to_dict()))
     return path
 
 

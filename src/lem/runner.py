@@ -1,7 +1,9 @@
 """One measured run. The order of phases lives here and only here:
 
-validate -> pin devices -> build workload -> load model (own energy window) -> warmup
--> measured window -> result.json (also when the run fails or is interrupted).
+validate -> pin devices -> start the instruments (sampler process) -> device idle -> workload
+-> load model (its own window) -> settle + engine-ready idle baseline -> warmup to stability
+-> measured cycles (cooldown between) -> analysis -> result.json + timeseries.parquet
+(also when the run fails or is interrupted).
 """
 
 from __future__ import annotations
@@ -10,19 +12,20 @@ import logging
 import resource
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from lem.config import config_hash
-from lem.energy import EnergyMeter, make_meter
 from lem.host import probe_host
-from lem.metrics import RequestTiming, summarise
-from lem.result import ErrorInfo, Result, Summary, write_result
+from lem.metrics import RequestTiming
+from lem.result import ErrorInfo, Result, write_result
 from lem.validate import resolve_gpus, validate
 
 log = logging.getLogger(__name__)
+BASELINE_STATE = "engine-ready: CUDA context and model resident, no work (clocks may stay up)"
 
 
 def run(cfg: DictConfig, overrides: list[str], out_dir: Path) -> Result:
@@ -30,7 +33,7 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path) -> Result:
     result = Result(started_at=_now(), overrides=list(overrides))
     t0 = time.perf_counter()
     try:
-        _measure(cfg, result)
+        _measure(cfg, result, out_dir)
         result.status = "ok"
     except KeyboardInterrupt as exc:
         _record_error(result, "interrupted", exc)
@@ -46,7 +49,7 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path) -> Result:
     return result
 
 
-def _measure(cfg: DictConfig, result: Result) -> None:
+def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
     host = probe_host()
     cfg.gpus = resolve_gpus(cfg.gpus, host)
     result.config = OmegaConf.to_container(cfg, resolve=True)
@@ -54,10 +57,43 @@ def _measure(cfg: DictConfig, result: Result) -> None:
     validate(cfg, host)
 
     from lem import devices
+    from lem.instruments import Instruments
 
     devices.pin_devices(cfg.gpus)  # before torch starts CUDA
+    inst = Instruments(cfg, host.nvml_error)
+    try:
+        inst.sample_device_idle(cfg.energy.device_idle_s)
+        _phases(cfg, result, inst)
+    finally:
+        result.windows = inst.recorder.windows
+        result.timeseries = inst.close(out_dir)
+
+
+def _phases(cfg: DictConfig, result: Result, inst) -> None:
+    from lem import devices
     from lem.backends import make_backend
     from lem.environment import snapshot
+
+    source, batches = _workload(cfg)
+    devices.check_cuda(cfg.gpus)
+    backend = make_backend(cfg.backend, cfg)
+    try:
+        log.info("loading model=%s (%s) on gpus=%s", source.name, source.kind, list(cfg.gpus))
+        with inst.recorder.window("model_load"):
+            result.precision = backend.load(source, cfg.precision, list(cfg.gpus))
+        result.environment = snapshot(list(cfg.gpus))
+        result.baseline = _baseline(cfg, inst)
+        result.warmup = _warmup(backend, batches, cfg)
+        timings = _cycles(backend, batches, cfg, inst, result)
+        from lem.analysis import analyse
+
+        memory = backend.peak_memory() if cfg.gpus else []
+        analyse(result, timings, cfg, inst, backend.model_info(), memory)
+    finally:
+        backend.close()
+
+
+def _workload(cfg: DictConfig):
     from lem.models.source import resolve_model
     from lem.validate import model_max_len
     from lem.workload import build_requests, check_lengths, make_batches
@@ -66,96 +102,118 @@ def _measure(cfg: DictConfig, result: Result) -> None:
     tokenizer = source.tokenizer(cfg.backend.get("trust_remote_code", False))
     requests = build_requests(cfg.dataset, source.vocab_size(), tokenizer)
     check_lengths(requests, model_max_len(cfg.model) or source.max_len(), cfg.model.name)
-    batches = make_batches(requests, cfg.batching.strategy, cfg.batching.batch_size)
-    devices.check_cuda(cfg.gpus)
-    meter = make_meter(cfg.energy.meter, list(cfg.gpus), host.nvml_error)
-    backend = make_backend(cfg.backend, cfg)
-    try:
-        _load(backend, meter, source, cfg, result)
-        result.environment = snapshot(list(cfg.gpus))
-        _warmup(backend, batches, cfg, result)
-        _measured_window(backend, meter, batches, cfg, result)
-    finally:
-        backend.close()
+    return source, make_batches(requests, cfg.batching.strategy, cfg.batching.batch_size)
 
 
-def _load(backend, meter: EnergyMeter, source, cfg: DictConfig, result: Result) -> None:
-    log.info("loading model=%s (%s) on gpus=%s", source.name, source.kind, list(cfg.gpus))
-    meter.start()
-    result.precision = backend.load(source, cfg.precision, list(cfg.gpus))
-    reading = meter.stop()
-    result.energy.model_load = reading
-    result.summary.model_load_s = reading.duration_s
-    result.summary.model_load_energy_j = reading.total_j
-    if reading.total_j is None:
-        result.null_reasons["summary.model_load_energy_j"] = reading.reason or "not measured"
+def _baseline(cfg: DictConfig, inst):
+    from lem.baseline import Baseline, Settle, device_idle_w, from_window, wait_until_steady
+
+    e = cfg.energy
+    if e.meter == "none" or not cfg.gpus or e.baseline_s <= 0:
+        return Baseline(state="not measured",
+                        reason="no GPU energy meter (CPU run or energy=none) or energy.baseline_s=0")
+    settle = wait_until_steady(inst.sampler, e) if inst.sampler else \
+        Settle(False, 0.0, 0.0, "no sampler (energy.sample_period_s=0): not waited")
+    with inst.recorder.window("baseline"):
+        time.sleep(e.baseline_s)
+    rows = inst.rows()
+    b = from_window(inst.recorder.get("baseline"), rows, BASELINE_STATE)
+    b.settle = settle
+    if inst.device_idle_end_ns is not None:
+        b.device_idle_power_w = device_idle_w(rows, inst.device_idle_end_ns)
+        b.device_idle_note = ("sampled before lem created a CUDA context; contexts of other "
+                              "processes on the GPU, if any, are included")
+    return b
 
 
-def _warmup(backend, batches, cfg: DictConfig, result: Result) -> None:
-    """Unmeasured batches first: allocator, kernels and compilation settle outside the window."""
-    n = min(cfg.measurement.warmup_batches, len(batches))
-    t0 = time.perf_counter()
-    for batch in batches[:n]:
+def _warmup(backend, batches, cfg: DictConfig):
+    from lem.warmup import warm_up
+
+    m = cfg.measurement
+    batch = batches[0]
+    if m.warmup_output_len:
+        batch = [replace(r, output_len=min(r.output_len, m.warmup_output_len)) for r in batch]
+
+    def run_one() -> float:
+        t0 = time.perf_counter()
         backend.generate(batch, cfg.dataset.force_output_len)
-    result.warmup = {"batches": n, "duration_s": time.perf_counter() - t0,
-                     "method": "first batches of the workload, run once, not measured"}
+        return time.perf_counter() - t0
+
+    return warm_up(run_one, m.warmup_k, m.warmup_cv, m.warmup_max_batches, m.warmup_max_s)
 
 
-def _measured_window(backend, meter: EnergyMeter, batches, cfg: DictConfig, result: Result):
-    from tqdm import tqdm
+def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[RequestTiming]:
+    from lem.attribution import attribute
+    from lem.cycles import cycle_figures
 
-    from lem.devices import MemoryUsedProbe
-
+    idle_w = getattr(result.baseline, "idle_power_w", None)
+    target_c = _baseline_temperature(inst)
     if cfg.gpus:
         backend.reset_peak_memory()
-    used = MemoryUsedProbe(list(cfg.gpus))
-    records = []
-    progress = tqdm(total=sum(len(b) for b in batches), unit="req", desc="measuring",
+    pooled: list[RequestTiming] = []
+    for c in range(cfg.measurement.cycles):
+        cooldown_s = _cooldown(inst, target_c, cfg.measurement) if c else 0.0
+        with inst.recorder.window(f"cycle_{c}"):
+            t0_perf, t0_ns = time.perf_counter(), time.time_ns()
+            records = _run_batches(backend, batches, cfg, f"cycle {c + 1}/{cfg.measurement.cycles}")
+        window = inst.recorder.windows[-1]
+        spans = [_span_ns(rec, t0_perf, t0_ns) for _, rec in records if rec.token_times_s[0]]
+        attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j)
+        timings = _timings(records, t0_perf, c)
+        result.cycles.append(cycle_figures(c, timings, window, idle_w, attribution, cooldown_s))
+        pooled += timings
+    return pooled
+
+
+def _run_batches(backend, batches, cfg: DictConfig, desc: str):
+    from tqdm import tqdm
+
+    progress = tqdm(total=sum(len(b) for b in batches), unit="req", desc=desc,
                     disable=not cfg.progress)
-    meter.start()
-    t0 = time.perf_counter()
+    records = []
     for batch in batches:
         records.append((batch, backend.generate(batch, cfg.dataset.force_output_len)))
-        used.read()
         progress.update(len(batch))
-    reading = meter.stop()
     progress.close()
-    result.energy.measured = reading
-    result.memory.gpus = backend.peak_memory() if cfg.gpus else []
-    result.memory.gpu_used_mb_max_at_batch_edges = used.result()
-    _fill_summary(result, _timings(records, t0), reading)
+    return records
 
 
-def _timings(records, t0: float) -> list[RequestTiming]:
+def _span_ns(rec, t0_perf: float, t0_ns: int) -> tuple[int, int, int]:
+    """(submit, first token, last token) of a batch on the sampler's clock."""
+    def ns(t):
+        return t0_ns + int((t - t0_perf) * 1e9)
+
+    firsts = [t[0] for t in rec.token_times_s if t]
+    lasts = [t[-1] for t in rec.token_times_s if t]
+    return ns(rec.submit_s), ns(min(firsts)), ns(max(lasts))
+
+
+def _baseline_temperature(inst):
+    w = inst.recorder.get("baseline")
+    rows = [r for r in inst.rows() if w and w.start_ns <= r[0] <= w.end_ns]
+    return max((r[7] for r in rows), default=None)
+
+
+def _cooldown(inst, target_c, m) -> float:
+    """Wait (bounded) until every GPU is back within the band of the baseline's temperature."""
+    if inst.sampler is None or target_c is None or m.cooldown_max_s <= 0:
+        return 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < m.cooldown_max_s:
+        latest = {r[1]: r[7] for r in inst.rows()[-4 * len(inst.gpus):]}
+        if latest and max(latest.values()) <= target_c + m.cooldown_temp_band_c:
+            break
+        time.sleep(inst.sampler.period_s)
+    return time.monotonic() - t0
+
+
+def _timings(records, t0: float, cycle: int) -> list[RequestTiming]:
     timings = []
     for b, (batch, rec) in enumerate(records):
         for req, n, times in zip(batch, rec.output_tokens, rec.token_times_s):
             timings.append(RequestTiming(req.index, b, req.input_len, req.output_len, n,
-                                         rec.submit_s - t0, [t - t0 for t in times]))
-    return sorted(timings, key=lambda t: t.index)
-
-
-def _fill_summary(result: Result, timings: list[RequestTiming], reading) -> None:
-    fields, reasons = summarise(timings, reading.duration_s, reading.total_j, reading.reason)
-    load_s, load_j = result.summary.model_load_s, result.summary.model_load_energy_j
-    result.summary = Summary(**fields, model_load_s=load_s, model_load_energy_j=load_j)
-    if reading.total_j is not None:
-        result.summary.energy_per_gpu_j = {str(d.index): d.energy_j for d in reading.devices}
-    else:
-        reasons["summary.energy_per_gpu_j"] = reading.reason or "not measured"
-    result.null_reasons.update(reasons)
-    result.requests = [_request_dict(t) for t in timings]
-    short = [t.index for t in timings if t.output_tokens != t.requested_output_tokens]
-    if short:
-        result.warnings.append(f"{len(short)} request(s) produced fewer tokens than requested "
-                               f"(EOS or cap): {short[:10]}")
-
-
-def _request_dict(t: RequestTiming) -> dict:
-    return {"index": t.index, "batch": t.batch, "input_tokens": t.input_tokens,
-            "requested_output_tokens": t.requested_output_tokens,
-            "output_tokens": t.output_tokens, "submit_s": t.submit_s, "ttft_s": t.ttft_s,
-            "tpot_s": t.tpot_s, "e2e_s": t.e2e_s, "token_times_s": t.token_times_s}
+                                         rec.submit_s - t0, [t - t0 for t in times], cycle))
+    return sorted(timings, key=lambda t: (t.cycle, t.index))
 
 
 def _record_error(result: Result, status: str, exc: BaseException) -> None:
@@ -163,8 +221,9 @@ def _record_error(result: Result, status: str, exc: BaseException) -> None:
     result.error = ErrorInfo(type(exc).__name__, str(exc) or type(exc).__name__,
                              traceback.format_exc())
     if result.summary.duration_s is None:
-        result.null_reasons["summary"] = f"run {status} before the measured window ended"
+        result.null_reasons["summary"] = f"run {status} before the measured cycles ended"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+

@@ -139,6 +139,14 @@ class PyTorchBackend:
             counts.append(n)
         return counts
 
+    def model_info(self) -> dict[str, Any]:
+        """Parameter count and bytes as loaded (quantized weights count as stored), and the
+        architecture config, for roofline figures."""
+        params = list(self.model.parameters())
+        return {"num_params": sum(p.numel() for p in params),
+                "param_bytes": sum(p.numel() * p.element_size() for p in params),
+                "arch": self.model.config.to_dict()}
+
     # -- memory and teardown ---------------------------------------------------------------
     def reset_peak_memory(self) -> None:
         import torch

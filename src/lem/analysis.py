@@ -1,0 +1,154 @@
+"""After the cycles: pooled summary, statistics across cycles, attribution, roofline, memory,
+validity, and the reason for every null. Reads what the run recorded; measures nothing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from lem import validity as checks
+from lem.attribution import Attribution
+from lem.cycles import CYCLE_METRICS, pooled
+from lem.metrics import RequestTiming
+from lem.result import Result, Summary
+from lem.stats import summarise_cycles
+
+
+def analyse(result: Result, timings: list[RequestTiming], cfg, inst, model_info: dict,
+            gpu_memory: list) -> None:
+    load = inst.recorder.get("model_load")
+    b = result.baseline
+    result.summary = Summary(
+        **pooled(result.cycles, timings),
+        model_load_s=load.duration_s, model_load_energy_j=load.energy_j,
+        idle_power_w=b.idle_power_w, idle_power_std_w=b.idle_power_std_w,
+        device_idle_power_w=b.device_idle_power_w)
+    cycle_windows = [w for w in inst.recorder.windows if w.name.startswith("cycle_")]
+    _energy_per_gpu(result, cycle_windows)
+    _cpu(result, cycle_windows)
+    result.statistics = {k: asdict(v) for k, v in summarise_cycles(result.cycles, CYCLE_METRICS).items()}
+    result.attribution = _pooled_attribution(result)
+    result.roofline = _roofline(result, cfg, model_info)
+    result.summary.mbu, result.summary.mfu = result.roofline.mbu, result.roofline.mfu
+    result.memory.gpus = gpu_memory
+    _memory_used(result, inst, cycle_windows)
+    result.requests = [_request_dict(t) for t in timings]
+    result.validity = _validity(result, cfg, cycle_windows, inst)
+    result.null_reasons.update(_null_reasons(result, inst.recorder.windows))
+
+
+def _energy_per_gpu(result: Result, windows) -> None:
+    if result.summary.energy_j is None:
+        return
+    per: dict[str, float] = {}
+    for w in windows:
+        for g in w.gpus:
+            per[str(g.index)] = per.get(str(g.index), 0.0) + (g.energy_j or 0.0)
+    result.summary.energy_per_gpu_j = per
+
+
+def _cpu(result: Result, windows) -> None:
+    readings = [w.cpu for w in windows if w.cpu is not None]
+    if readings:
+        result.summary.cpu_energy_method = readings[0].method
+        co2 = [r.co2_kg for r in readings]
+        result.summary.co2_kg = None if None in co2 else float(sum(co2))
+
+
+def _pooled_attribution(result: Result) -> Attribution:
+    parts = [c["attribution"] for c in result.cycles]
+    s = result.summary
+    if s.prefill_energy_j is None or s.decode_energy_j is None:
+        return Attribution(reason=next((p["reason"] for p in parts if p["reason"]), "not computed"))
+    other = s.energy_j - s.prefill_energy_j - s.decode_energy_j if s.energy_j is not None else None
+    return Attribution(s.prefill_energy_j, s.decode_energy_j, other,
+                       sum(p["prefill_s"] for p in parts), sum(p["decode_s"] for p in parts))
+
+
+def _roofline(result: Result, cfg, model_info: dict):
+    """Decode roofline from the median inter-token gap (one decode step of the whole batch)."""
+    from lem.roofline import decode_roofline
+
+    s = result.summary
+    gpus = result.environment.get("gpus") or []
+    n = max(1, s.num_requests or 0)
+    mean_context = ((s.input_tokens or 0) + (s.output_tokens or 0) / 2) / n
+    return decode_roofline(
+        gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
+        param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
+        arch=model_info["arch"], batch_size=cfg.batching.batch_size,
+        mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=max(1, len(gpus)))
+
+
+def _memory_used(result: Result, inst, windows) -> None:
+    """NVML memory used: the highest sample inside the measured cycles, per GPU."""
+    rows = inst.rows()
+    used: dict[str, float] = {}
+    for w in windows:
+        for r in rows:
+            if w.start_ns <= r[0] <= w.end_ns:
+                used[str(r[1])] = max(used.get(str(r[1]), 0.0), r[4])
+    result.memory.gpu_used_mb_max = used or None
+    if not used:
+        result.null_reasons["memory.gpu_used_mb_max"] = "no GPU samples (CPU run or no sampler)"
+
+
+def _validity(result: Result, cfg, windows, inst):
+    from lem.devices import foreign_gpu_processes
+
+    forced = cfg.dataset.force_output_len
+    return checks.verdict([
+        checks.window_length(windows),
+        checks.counter_vs_integral(windows),
+        checks.coverage(windows),
+        checks.throttling(windows),
+        checks.temperature(windows, cfg.measurement.max_temperature_c),
+        checks.foreign_processes(foreign_gpu_processes(inst.gpus) if inst.sampler else None),
+        checks.tokens(result.requests, forced),
+    ])
+
+
+def _null_reasons(result: Result, windows) -> dict[str, str]:
+    s, reasons = result.summary, {}
+    energy_reason = next((w.reason for w in windows if w.reason), None) or "energy not measured"
+    for key in ("energy_j", "energy_per_gpu_j", "j_per_output_token", "j_per_request",
+                "output_tokens_per_j", "model_load_energy_j"):
+        if getattr(s, key) is None:
+            reasons[f"summary.{key}"] = energy_reason
+    if s.idle_power_w is None:
+        reasons["summary.idle_power_w"] = result.baseline.reason or energy_reason
+    for key in ("dynamic_energy_j", "dynamic_j_per_output_token"):
+        if getattr(s, key) is None:
+            reasons[f"summary.{key}"] = "needs both GPU energy and the idle baseline"
+    if s.device_idle_power_w is None:
+        reasons["summary.device_idle_power_w"] = "no GPU samples before the CUDA context existed"
+    if s.prefill_energy_j is None:
+        reasons["summary.prefill_energy_j"] = result.attribution.reason or "not computed"
+        reasons["summary.decode_energy_j"] = reasons["summary.prefill_energy_j"]
+    reasons.update(_cpu_reasons(result, windows))
+    if s.mbu is None or s.mfu is None:
+        reasons["summary.mbu"] = reasons["summary.mfu"] = result.roofline.reason or "not computed"
+    if s.itl_s.n == 0:
+        reasons["summary.itl_s"] = "fewer than two output tokens per request: no token gaps"
+    return reasons
+
+
+def _cpu_reasons(result: Result, windows) -> dict[str, str]:
+    s = result.summary
+    cpu = next((w.cpu for w in windows if w.cpu is not None), None)
+    out = {}
+    if s.cpu_energy_j is None:
+        out["summary.cpu_energy_j"] = cpu.reason if cpu else "energy.cpu=none or energy=none"
+    if s.co2_kg is None:
+        out["summary.co2_kg"] = ("no CO2 estimate: CodeCarbon's estimate needs the codecarbon extra "
+                                 "and RAPL unreadable (energy.cpu=auto), with energy.country_iso_code")
+    return out
+
+
+def _request_dict(t: RequestTiming) -> dict[str, Any]:
+    return {"cycle": t.cycle, "index": t.index, "batch": t.batch, "input_tokens": t.input_tokens,
+            "requested_output_tokens": t.requested_output_tokens,
+            "output_tokens": t.output_tokens, "submit_s": t.submit_s, "ttft_s": t.ttft_s,
+            "tpot_s": t.tpot_s, "e2e_s": t.e2e_s,
+            "token_times_s": [round(x, 6) for x in t.token_times_s]}
+
