@@ -18,12 +18,23 @@ def test_default_run_measures_the_tiny_model_and_writes_a_complete_result(run_le
     r = json.loads((tmp_path / "out" / "result.json").read_text())
     s = r["summary"]
     assert r["status"] == "ok" and r["error"] is None
-    assert (s["num_requests"], s["input_tokens"], s["output_tokens"]) == (16, 16 * 64, 16 * 32)
+    # 3 measured cycles of 16 requests, pooled
+    assert (s["cycles"], s["num_requests"], s["output_tokens"]) == (3, 48, 48 * 32)
+    assert [c["output_tokens"] for c in r["cycles"]] == [16 * 32] * 3
     assert s["output_tokens_per_s"] > 0 and 0 < s["ttft_s"]["mean"] <= s["e2e_s"]["mean"]
-    assert s["itl_s"]["n"] == 16 * 31 and s["itl_s"]["p50"] > 0
+    assert s["itl_s"]["n"] == 48 * 31 and s["itl_s"]["p50"] > 0
+    assert r["statistics"]["output_tokens_per_s"]["n"] == 3
+    assert r["statistics"]["output_tokens_per_s"]["ci95_low"] <= r["statistics"]["output_tokens_per_s"]["mean"]
+    assert r["warmup"]["batches"] >= 3 and r["warmup"]["stop_reason"] in ("converged", "max_batches",
+                                                                         "time_limit")
+    assert r["validity"]["valid"] is True
+    assert {c["name"]: c["verdict"] for c in r["validity"]["checks"]}["tokens"] == "pass"
+    assert [w["name"] for w in r["windows"]] == ["model_load", "cycle_0", "cycle_1", "cycle_2"]
     # CPU run: no GPU energy, and the result says why instead of inventing a number
     assert s["energy_j"] is None and s["j_per_output_token"] is None
     assert "gpus=[]" in r["null_reasons"]["summary.energy_j"]
+    for key in ("idle_power_w", "dynamic_energy_j", "prefill_energy_j", "cpu_energy_j", "mbu"):
+        assert s[key] is None and r["null_reasons"][f"summary.{key}"]
     assert r["config"]["gpus"] == [] and len(r["config_hash"]) == 16
     assert r["environment"]["libraries"]["torch"] and r["environment"]["python"]
     assert r["precision"]["weight_dtype"] == "float32"
@@ -40,7 +51,7 @@ def test_multirun_with_m_in_the_middle_runs_each_point(run_lem, tmp_path):
     results = _results(tmp_path / "sweep")
     assert sorted(r["config"]["precision"]["name"] for r in results) == ["bf16", "fp32"]
     assert {r["precision"]["weight_dtype"] for r in results} == {"float32", "bfloat16"}
-    assert all(r["status"] == "ok" and r["summary"]["output_tokens"] == 4 * 32 for r in results)
+    assert all(r["status"] == "ok" and r["summary"]["output_tokens"] == 3 * 4 * 32 for r in results)
     assert len({r["config_hash"] for r in results}) == 2
 
 
@@ -76,7 +87,7 @@ def test_jsonl_dataset_honours_per_record_output_lengths(run_lem, tmp_path):
     lines = [json.loads(x) for x in
              (Path(__file__).parents[1] / "src/lem/data/sample_prompts.jsonl").read_text().splitlines()]
     expected = [rec.get("output_len") or 32 for rec in lines[:8]]
-    assert [q["output_tokens"] for q in r["requests"]] == expected
+    assert [q["output_tokens"] for q in r["requests"] if q["cycle"] == 0] == expected
 
 
 def test_help_lists_groups_and_cfg_job_imports_no_torch(run_lem):
@@ -114,7 +125,7 @@ def test_hub_model_loads_from_the_local_cache_without_network(run_lem, tmp_path,
                    "dataset.num_requests=4", "progress=false", "hydra.run.dir=out")
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert r["status"] == "ok" and r["summary"]["output_tokens"] == 4 * 32
+    assert r["status"] == "ok" and r["summary"]["output_tokens"] == 3 * 4 * 32
 
 
 def test_hub_model_missing_from_the_cache_fails_with_the_fix(run_lem, tmp_path, monkeypatch):

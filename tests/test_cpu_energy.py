@@ -338,3 +338,16 @@ def test_real_codecarbon_estimate(tmp_path, monkeypatch):
     assert r.co2_kg is not None and r.co2_kg >= 0
     assert r.reason.startswith("estimate, not a measurement")
     assert not (tmp_path / "emissions.csv").exists()
+
+
+def test_codecarbon_broken_install_is_not_called_missing(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "codecarbon"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import pkg_resources_missing_for_this_test\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "codecarbon", raising=False)
+    r = measure(tmp_path / "absent", {}, fallback="codecarbon")
+    assert r.method is None and r.total_j is None
+    assert "installed but failed to import" in r.reason
+    assert "pkg_resources_missing_for_this_test" in r.reason
+    assert "pip install 'lem[codecarbon]'" not in r.reason

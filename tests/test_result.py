@@ -17,9 +17,11 @@ from lem.result import (
 )
 
 SCALAR_SUMMARY_KEYS = (
-    "num_requests", "input_tokens", "output_tokens", "duration_s", "output_tokens_per_s",
+    "cycles", "num_requests", "input_tokens", "output_tokens", "duration_s", "output_tokens_per_s",
     "total_tokens_per_s", "requests_per_s", "energy_j", "energy_per_gpu_j",
-    "j_per_output_token", "j_per_request", "output_tokens_per_j", "model_load_s",
+    "j_per_output_token", "j_per_request", "output_tokens_per_j", "idle_power_w", "idle_power_std_w",
+    "device_idle_power_w", "dynamic_energy_j", "dynamic_j_per_output_token", "prefill_energy_j",
+    "decode_energy_j", "cpu_energy_j", "cpu_energy_method", "co2_kg", "mbu", "mfu", "model_load_s",
     "model_load_energy_j",
 )
 STATS_SUMMARY_KEYS = ("ttft_s", "itl_s", "tpot_s", "e2e_s")
@@ -76,9 +78,9 @@ def test_default_result_has_every_top_level_key():
     d = Result().to_dict()
     assert set(d) == {
         "schema_version", "status", "error", "started_at", "finished_at", "wall_s",
-        "config_hash", "overrides", "config", "environment", "precision", "summary", "energy",
-        "memory", "warmup", "requests", "null_reasons", "warnings",
+        "config_hash", "overrides", "config", "environment", "precision", "summary", "statistics",
+        "validity", "baseline", "warmup", "cycles", "windows", "attribution", "roofline",
+        "timeseries", "memory", "requests", "null_reasons", "warnings",
     }
     assert d["schema_version"] == SCHEMA_VERSION and d["status"] == "running"
-    assert d["energy"] == {"model_load": None, "measured": None}
     json.dumps(d, allow_nan=False)  # a default result is valid strict JSON

@@ -77,7 +77,8 @@ def _roofline(result: Result, cfg, model_info: dict):
         gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
         param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
         arch=model_info["arch"], batch_size=cfg.batching.batch_size,
-        mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=max(1, len(gpus)))
+        # the PyTorch backend shards layers over GPUs (they take turns), so one GPU's peak applies
+        mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=1)
 
 
 def _memory_used(result: Result, inst, windows) -> None:

@@ -261,9 +261,8 @@ class CpuEnergyMeter:
             return
         try:
             from codecarbon import OfflineEmissionsTracker
-        except ImportError:
-            self._reason = (f"not measured: {why}; the estimate fallback needs CodeCarbon: "
-                            f"pip install 'lem[codecarbon]'")
+        except ImportError as exc:
+            self._reason = f"not measured: {why}; " + _import_failure(exc)
             return
         try:
             tracker = OfflineEmissionsTracker(**_tracker_kwargs(
@@ -311,6 +310,12 @@ def _rapl_reading(counters: _RaplCounters, duration_s: float) -> CpuEnergyReadin
                      f"energy is undercounted: call checkpoint() more often")
     return CpuEnergyReading("rapl", duration_s, package_j, dram_j, package_j + (dram_j or 0.0), zones,
                             "; ".join(notes) or None)
+
+
+def _import_failure(exc: ImportError) -> str:
+    if exc.name == "codecarbon":
+        return "the estimate fallback needs CodeCarbon: pip install 'lem[codecarbon]'"
+    return f"CodeCarbon is installed but failed to import: {exc} (codecarbon 2.x needs setuptools < 81)"
 
 
 def _tracker_kwargs(tracker_cls, country_iso_code: Optional[str], measure_power_secs: int) -> dict:
