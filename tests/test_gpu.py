@@ -49,7 +49,12 @@ def test_lem_tiny_on_gpu_measures_energy_and_memory(tmp_path):
     s = r["summary"]
     assert r["status"] == "ok"
     assert s["energy_j"] > 0 and s["j_per_output_token"] > 0
-    assert s["output_tokens"] == 64 * 64
+    assert s["output_tokens"] == 3 * 64 * 64  # 3 cycles
     assert r["memory"]["gpus"][0]["peak_allocated_mb"] > 0
+    assert 50 < s["idle_power_w"] < 300 and 50 < s["device_idle_power_w"] < 300
+    assert s["dynamic_energy_j"] < s["energy_j"] and s["prefill_energy_j"] > 0
+    assert r["timeseries"]["rows"] > 10 and (out / "timeseries.parquet").is_file()
+    assert r["statistics"]["j_per_output_token"]["n"] == 3
+    assert {c["name"] for c in r["validity"]["checks"]} >= {"counter_vs_integral", "throttling"}
     assert r["environment"]["gpus"][0]["uuid"].startswith("GPU-")
     assert r["precision"]["weight_dtype"] == "bfloat16"

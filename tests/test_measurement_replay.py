@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.fakes.timed_backend import TimedBackend
 
 from lem import runner
 from lem.analysis import analyse
 from lem.instruments import Instruments
 from lem.result import Result
 from lem.workload import Request
-from tests.fakes.timed_backend import TimedBackend
 
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
 

@@ -82,6 +82,7 @@ class Result:
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
     wall_s: Optional[float] = None
+    phase_s: dict[str, float] = field(default_factory=dict)  # wall time per phase of the run
     config_hash: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)

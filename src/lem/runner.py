@@ -12,6 +12,7 @@ import logging
 import resource
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,9 +61,11 @@ def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
     from lem.instruments import Instruments
 
     devices.pin_devices(cfg.gpus)  # before torch starts CUDA
-    inst = Instruments(cfg, host.nvml_error)
+    with _phase(result, "instruments_start"):
+        inst = Instruments(cfg, host.nvml_error)
     try:
-        inst.sample_device_idle(cfg.energy.device_idle_s)
+        with _phase(result, "device_idle"):
+            inst.sample_device_idle(cfg.energy.device_idle_s)
         _phases(cfg, result, inst)
     finally:
         result.windows = inst.recorder.windows
@@ -74,23 +77,38 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
     from lem.backends import make_backend
     from lem.environment import snapshot
 
-    source, batches = _workload(cfg)
-    devices.check_cuda(cfg.gpus)
-    backend = make_backend(cfg.backend, cfg)
+    with _phase(result, "imports_and_workload"):
+        source, batches = _workload(cfg)
+        devices.check_cuda(cfg.gpus)
+        backend = make_backend(cfg.backend, cfg)
     try:
         log.info("loading model=%s (%s) on gpus=%s", source.name, source.kind, list(cfg.gpus))
-        with inst.recorder.window("model_load"):
+        with _phase(result, "model_load"), inst.recorder.window("model_load"):
             result.precision = backend.load(source, cfg.precision, list(cfg.gpus))
         result.environment = snapshot(list(cfg.gpus))
-        result.baseline = _baseline(cfg, inst)
-        result.warmup = _warmup(backend, batches, cfg)
-        timings = _cycles(backend, batches, cfg, inst, result)
+        with _phase(result, "settle_and_baseline"):
+            result.baseline = _baseline(cfg, inst)
+        with _phase(result, "warmup"):
+            result.warmup = _warmup(backend, batches, cfg)
+        with _phase(result, "cycles"):
+            timings = _cycles(backend, batches, cfg, inst, result)
         from lem.analysis import analyse
 
-        memory = backend.peak_memory() if cfg.gpus else []
-        analyse(result, timings, cfg, inst, backend.model_info(), memory)
+        with _phase(result, "analysis"):
+            memory = backend.peak_memory() if cfg.gpus else []
+            analyse(result, timings, cfg, inst, backend.model_info(), memory)
     finally:
         backend.close()
+
+
+@contextmanager
+def _phase(result: Result, name: str):
+    """Where a run's wall time goes, for the time-to-result benchmark."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.phase_s[name] = time.perf_counter() - t0
 
 
 def _workload(cfg: DictConfig):
