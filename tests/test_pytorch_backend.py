@@ -98,3 +98,19 @@ def test_natural_lengths_stop_at_eos_and_count_it(tiny_dir):
     natural = b.generate(prompt, force_output_len=False)
     assert forced.output_tokens == [8] and natural.output_tokens == [1]
     assert len(natural.token_times_s[0]) == 1
+
+
+def test_random_weight_models_are_built_fast_with_the_default_init_distribution():
+    arch = dict(model_type="qwen2", hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, vocab_size=512)
+    b = _backend()
+    b.device = torch.device("cpu")
+    m = b._from_config(ModelSource("r", "random", config=arch, seed=0), torch.float32)
+    m_again = b._from_config(ModelSource("r", "random", config=arch, seed=0), torch.float32)
+    m_other = b._from_config(ModelSource("r", "random", config=arch, seed=1), torch.float32)
+    q = m.model.layers[0].self_attn.q_proj
+    assert abs(q.weight.detach().std().item() - 0.02) < 0.002  # transformers' initializer_range
+    assert q.bias.detach().abs().max().item() == 0.0 and m.model.norm.weight.detach().eq(1).all()
+    w = "model.layers.1.mlp.up_proj.weight"
+    assert torch.equal(m.state_dict()[w], m_again.state_dict()[w])
+    assert not torch.equal(m.state_dict()[w], m_other.state_dict()[w])
