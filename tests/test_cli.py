@@ -29,7 +29,7 @@ def test_default_run_measures_the_tiny_model_and_writes_a_complete_result(run_le
                                                                          "time_limit")
     assert r["validity"]["valid"] is True
     assert {c["name"]: c["verdict"] for c in r["validity"]["checks"]}["tokens"] == "pass"
-    assert [w["name"] for w in r["windows"]] == ["model_load", "cycle_0", "cycle_1", "cycle_2"]
+    assert [w["name"] for w in r["windows"]] == ["model_load", "warmup", "cycle_0", "cycle_1", "cycle_2"]
     # CPU run: no GPU energy, and the result says why instead of inventing a number
     assert s["energy_j"] is None and s["j_per_output_token"] is None
     assert "gpus=[]" in r["null_reasons"]["summary.energy_j"]

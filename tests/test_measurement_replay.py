@@ -73,7 +73,8 @@ def measured(replay, compose_module, tmp_path_factory):
         result.environment = {"gpus": [{"name": "NVIDIA H200"}]}
         sleep_until(8.8)
         result.baseline = runner._baseline(cfg, inst)             # ~8.8-10.3: context idle
-        result.warmup = runner._warmup(backend, batches, cfg)
+        with inst.recorder.window("warmup"):
+            result.warmup = runner._warmup(backend, batches, cfg)
         sleep_until(12.2)
         timings = runner._cycles(backend, batches, cfg, inst, result)  # ~12.2-15.8: the burst
         analyse(result, timings, cfg, inst, backend.model_info(), [])
@@ -89,11 +90,11 @@ def test_replayed_h200_run_measures_idle_baselines_and_cycles(measured):
     assert 70 < b.device_idle_power_w < 90  # the trace's no-context idle: ~79.8 W
     assert 100 < b.idle_power_w < 140  # engine-ready idle with a context: ~120 W
     assert b.settle.rule and b.idle_power_std_w is not None
-    assert [w.name for w in r.windows] == ["model_load", "baseline", "cycle_0", "cycle_1"]
+    assert [w.name for w in r.windows] == ["model_load", "baseline", "warmup", "cycle_0", "cycle_1"]
     burst = r.windows[-1]
     # the matmul burst, ~690 W by counter; a 1.7 s window carries +-0.1 s of counter steps (~6 %)
     assert 550 < burst.energy_j / burst.duration_s < 780
-    assert s.energy_j == pytest.approx(sum(w.energy_j for w in r.windows[2:]))
+    assert s.energy_j == pytest.approx(sum(w.energy_j for w in r.windows[3:]))
     assert s.dynamic_energy_j == pytest.approx(s.energy_j - b.idle_power_w * s.duration_s)
     assert s.j_per_output_token == pytest.approx(s.energy_j / s.output_tokens)
     assert s.output_tokens == 2 * 8 * 40 and s.cycles == 2
@@ -121,7 +122,7 @@ def test_replayed_run_writes_a_labelled_timeseries(measured):
     r, out = measured
     df = pd.read_parquet(out / "timeseries.parquet")
     assert r.timeseries.rows == len(df) and r.timeseries.power_source == {"0": "instant"}
-    assert set(df.window.dropna()) == {"model_load", "baseline", "cycle_0", "cycle_1"}
+    assert set(df.window.dropna()) == {"model_load", "baseline", "warmup", "cycle_0", "cycle_1"}
     assert df.t_ns.is_monotonic_increasing and (df.power_w > 50).all()
     cycle_1 = df[df.window == "cycle_1"]
     assert cycle_1.power_w.mean() > 500  # the burst, sampled

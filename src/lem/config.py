@@ -111,7 +111,7 @@ class MeasurementConfig:
     warmup_cv: float = 0.05
     warmup_max_batches: int = 20
     warmup_max_s: float = 60.0
-    warmup_output_len: Optional[int] = 32  # tokens per warmup request (None: the dataset's)
+    warmup_output_len: Optional[int] = None  # tokens per warmup request (None: the dataset's)
     max_temperature_c: float = 85.0  # validity: hotter samples are flagged
 
 

@@ -88,7 +88,7 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
         result.environment = snapshot(list(cfg.gpus))
         with _phase(result, "settle_and_baseline"):
             result.baseline = _baseline(cfg, inst)
-        with _phase(result, "warmup"):
+        with _phase(result, "warmup"), inst.recorder.window("warmup"):
             result.warmup = _warmup(backend, batches, cfg)
         with _phase(result, "cycles"):
             timings = _cycles(backend, batches, cfg, inst, result)
