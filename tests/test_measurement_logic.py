@@ -1,0 +1,112 @@
+"""Pure measurement logic: power integration, steadiness, warmup stopping, attribution,
+cycle pooling and the validity verdicts."""
+
+import numpy as np
+import pytest
+
+from lem import validity as v
+from lem.attribution import attribute
+from lem.baseline import is_steady
+from lem.cycles import dynamic_j
+from lem.warmup import warm_up
+from lem.windows import GpuWindow, Window, integrate_power_j
+
+S = 1_000_000_000  # ns per s
+
+
+def test_integral_of_constant_power_is_power_times_time_with_interpolated_edges():
+    t = np.arange(0, 11) * S // 10 * 10  # samples every 1 s for 10 s
+    p = np.full(len(t), 100.0)
+    joules, coverage = integrate_power_j(t, p, int(2.5 * S), int(7.5 * S))
+    assert joules == pytest.approx(500.0) and coverage == 1.0
+
+
+def test_integral_of_a_ramp_is_exact_between_samples():
+    t = np.array([0, 1, 2]) * S
+    p = np.array([0.0, 100.0, 200.0])
+    joules, _ = integrate_power_j(t, p, int(0.5 * S), int(1.5 * S))
+    assert joules == pytest.approx(100.0)
+
+
+def test_integral_refuses_a_window_mostly_outside_the_samples():
+    t = np.array([0, 1]) * S
+    joules, coverage = integrate_power_j(t, np.array([1.0, 1.0]), 0, 4 * S)
+    assert joules is None and coverage == pytest.approx(0.25)
+
+
+def _rows(power, temps, period_s=0.1, gpu=0):
+    return [(int(i * period_s * S), gpu, p, "instant", 0, 0, 0, t, 0)
+            for i, (p, t) in enumerate(zip(power, temps))]
+
+
+def test_steady_needs_flat_temperature_and_power():
+    flat = _rows([120.0] * 20, [35] * 20)
+    assert is_steady(flat, now_ns=2 * S, window_s=1.0, temp_range_c=1.0, power_cv=0.05)
+    cooling = _rows([120.0] * 20, list(range(50, 30, -1)))
+    assert not is_steady(cooling, now_ns=2 * S, window_s=1.0, temp_range_c=1.0, power_cv=0.05)
+    noisy = _rows([80.0, 160.0] * 10, [35] * 20)
+    assert not is_steady(noisy, now_ns=2 * S, window_s=1.0, temp_range_c=1.0, power_cv=0.05)
+
+
+def test_warmup_stops_when_latencies_are_stable():
+    latencies = iter([5.0, 1.3, 1.0, 1.01, 0.99, 1.0])
+    report = warm_up(lambda: next(latencies), k=3, cv_threshold=0.05, max_batches=20, max_s=60)
+    assert report.converged and report.batches == 5 and report.final_cv < 0.05
+
+
+def test_warmup_that_never_settles_stops_at_the_bound_and_says_so():
+    latencies = iter([1.0, 2.0] * 10)
+    report = warm_up(lambda: next(latencies), k=3, cv_threshold=0.05, max_batches=6, max_s=60)
+    assert not report.converged and report.stop_reason == "max_batches" and report.batches == 6
+
+
+def test_attribution_splits_prefill_and_decode_by_token_timestamps():
+    rows = _rows([600.0] * 31, [40] * 31)  # 600 W for 3 s
+    spans = [(0, int(0.5 * S), int(1.5 * S)), (int(2.0 * S), int(2.25 * S), int(2.75 * S))]
+    a = attribute(spans, rows, [0], window_energy_j=1800.0)
+    assert a.prefill_energy_j == pytest.approx(600 * 0.75)
+    assert a.decode_energy_j == pytest.approx(600 * 1.5)
+    assert a.other_energy_j == pytest.approx(1800 - 450 - 900)
+    assert a.prefill_s == pytest.approx(0.75) and a.decode_s == pytest.approx(1.5)
+
+
+def test_attribution_without_samples_says_why():
+    assert attribute([(0, 1, 2)], [], [], 10.0).reason
+
+
+def test_dynamic_energy_subtracts_idle_power_times_duration():
+    assert dynamic_j(1000.0, 120.0, 5.0) == pytest.approx(400.0)
+    assert dynamic_j(None, 120.0, 5.0) is None and dynamic_j(1000.0, None, 5.0) is None
+
+
+def _window(name="cycle_0", duration_s=10.0, energy=1000.0, integral=1000.0, reasons=0, temp=40):
+    g = GpuWindow(0, energy, integral, energy / duration_s, 100, 1.0, temp, reasons)
+    return Window(name, 0, int(duration_s * S), duration_s, [g], energy)
+
+
+def test_counter_vs_integral_passes_within_tolerance_and_warns_beyond():
+    assert v.counter_vs_integral([_window(integral=1010.0)]).verdict == "pass"
+    assert v.counter_vs_integral([_window(integral=1100.0)]).verdict == "warn"
+    assert v.counter_vs_integral([_window(duration_s=2.0)]).verdict == "skipped"
+
+
+def test_throttling_verdicts_by_reason():
+    assert v.throttling([_window(reasons=0)]).verdict == "pass"
+    assert v.throttling([_window(reasons=v.SW_POWER_CAP)]).verdict == "warn"
+    assert v.throttling([_window(reasons=v.HW_THERMAL)]).verdict == "fail"
+
+
+def test_short_windows_hot_gpus_and_foreign_processes_are_flagged():
+    assert v.window_length([_window(duration_s=0.4)]).verdict == "warn"
+    assert v.temperature([_window(temp=90)], max_c=85).verdict == "warn"
+    assert v.foreign_processes({"0": [4242]}).verdict == "fail"
+    assert v.foreign_processes({"0": []}).verdict == "pass"
+    assert v.foreign_processes(None).verdict == "skipped"
+
+
+def test_forced_lengths_must_all_be_met_for_a_valid_result():
+    reqs = [{"index": 0, "output_tokens": 32, "requested_output_tokens": 32},
+            {"index": 1, "output_tokens": 7, "requested_output_tokens": 32}]
+    verdict = v.verdict([v.tokens(reqs, forced=True)])
+    assert not verdict.valid and "tokens" in verdict.reasons[0]
+    assert v.tokens(reqs, forced=False).verdict == "pass"
