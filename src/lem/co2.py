@@ -29,7 +29,7 @@ class Co2Estimate:
     reason: Optional[str] = None  # why co2_kg is None
 
 
-class CarbonIntensityUnavailable(Exception):
+class NoCarbonIntensity(Exception):
     """The carbon intensity cannot be had; the message says why and how to fix it."""
 
 
@@ -38,15 +38,15 @@ def co2_estimate(energy_j: Optional[float], country_iso_code: Optional[str]) -> 
     if energy_j is None:
         return Co2Estimate(None, None, None, reason="no CO2 estimate: the energy was not measured")
     if not math.isfinite(energy_j) or energy_j < 0:
-        return Co2Estimate(None, None, None,
-                           reason=f"no CO2 estimate: energy_j={energy_j!r} is not a finite, non-negative number")
+        return Co2Estimate(None, None, None, reason=f"no CO2 estimate: energy_j={energy_j!r} is not a "
+                           f"finite, non-negative number")
     country = (country_iso_code or "").strip().upper()
     if not country:
         return Co2Estimate(None, None, None, reason="no CO2 estimate: set energy.country_iso_code "
                            "(ISO 3166 alpha-3, e.g. FRA)")
     try:
         intensity, source = carbon_intensity(country)
-    except CarbonIntensityUnavailable as exc:
+    except NoCarbonIntensity as exc:
         return Co2Estimate(None, None, None, reason=f"no CO2 estimate: {exc}")
     return Co2Estimate(energy_j / J_PER_KWH * intensity / 1000.0, intensity, source)
 
@@ -58,14 +58,14 @@ def carbon_intensity(country: str) -> tuple[float, str]:
     row = mix.get(country)
     if not isinstance(row, dict):
         hint = " (a 2-letter code? use alpha-3, e.g. FRA for France)" if len(country) == 2 else ""
-        raise CarbonIntensityUnavailable(f"{country!r} is not in CodeCarbon {version}'s global energy mix table "
-                           f"({len(mix)} countries, ISO 3166 alpha-3 codes){hint}")
+        raise NoCarbonIntensity(f"{country!r} is not in CodeCarbon {version}'s global energy mix table "
+                                f"({len(mix)} countries, ISO 3166 alpha-3 codes){hint}")
     value = row.get("carbon_intensity")
     try:
         intensity = float(value)
     except (TypeError, ValueError):
-        raise CarbonIntensityUnavailable(f"CodeCarbon {version}'s global energy mix has no carbon_intensity for "
-                           f"{country} (found {value!r})") from None
+        raise NoCarbonIntensity(f"CodeCarbon {version}'s global energy mix has no carbon_intensity "
+                                f"for {country} (found {value!r})") from None
     name = row.get("country_name")
     where = f"{name} ({country})" if name else country
     year = f" {row['year']}" if row.get("year") is not None else ""
@@ -73,27 +73,28 @@ def carbon_intensity(country: str) -> tuple[float, str]:
 
 
 def _global_energy_mix() -> dict:
-    """CodeCarbon's bundled country table, {ISO3: {"carbon_intensity": g/kWh, ...}}; CarbonIntensityUnavailable if not."""
+    """CodeCarbon's bundled table {ISO3: {"carbon_intensity": g/kWh, ...}}; NoCarbonIntensity if not."""
     try:
-        import codecarbon  # noqa: F401  (first, so that a missing package is told apart from a moved API)
+        import codecarbon  # noqa: F401  (first: tells a missing package apart from a moved API)
     except ImportError as exc:
         if exc.name == "codecarbon":
-            raise CarbonIntensityUnavailable("the carbon intensity comes from CodeCarbon's offline data: "
-                               "pip install 'lem[codecarbon]'") from None
-        raise CarbonIntensityUnavailable(f"CodeCarbon is installed but failed to import: {exc} "
-                           f"(codecarbon 2.x needs setuptools < 81)") from None
+            raise NoCarbonIntensity("the carbon intensity comes from CodeCarbon's offline data: "
+                                    "pip install 'lem[codecarbon]'") from None
+        raise NoCarbonIntensity(f"CodeCarbon is installed but failed to import: {exc} "
+                                f"(codecarbon 2.x needs setuptools < 81)") from None
     except Exception as exc:  # a broken install must not fail the run
-        raise CarbonIntensityUnavailable(f"CodeCarbon is installed but failed to import: {exc!r}") from None
+        raise NoCarbonIntensity(f"CodeCarbon is installed but failed to import: {exc!r}") from None
     try:
         from codecarbon.input import DataSource
 
         mix = DataSource().get_global_energy_mix_data()
     except Exception as exc:
-        raise CarbonIntensityUnavailable(f"CodeCarbon {_codecarbon_version()}'s offline data could not be read "
-                           f"(codecarbon.input.DataSource().get_global_energy_mix_data(): {exc!r})") from None
+        raise NoCarbonIntensity(f"CodeCarbon {_codecarbon_version()}'s offline data could not be read "
+                                f"(codecarbon.input.DataSource().get_global_energy_mix_data(): "
+                                f"{exc!r})") from None
     if not isinstance(mix, dict):
-        raise CarbonIntensityUnavailable(f"CodeCarbon {_codecarbon_version()}'s global energy mix is a "
-                           f"{type(mix).__name__}, not a table by country")
+        raise NoCarbonIntensity(f"CodeCarbon {_codecarbon_version()}'s global energy mix is a "
+                                f"{type(mix).__name__}, not a table by country")
     return mix
 
 
