@@ -137,8 +137,21 @@ GROUP_SCHEMAS: dict[str, type] = {"model": ModelConfig, "dataset": DatasetConfig
                                   "energy": EnergyConfig, "measurement": MeasurementConfig}
 
 
+def gpu_count(gpus: Any) -> int:
+    """GPUs a run asks for, for a launcher's request: a list's length; `auto` asks for none
+    (set gpus=[0] explicitly on a cluster so the scheduler allocates the GPU)."""
+    if gpus in (None, "auto"):
+        return 0
+    if isinstance(gpus, int):
+        return 1
+    return len(list(gpus))
+
+
 def register_configs() -> None:
-    """Register the schemas so each group's YAML is type-checked against them."""
+    """Register the schemas so each group's YAML is type-checked against them, and lem's resolvers
+    (`${lem.gpu_count:${gpus}}` maps the run's GPU list to a launcher's GPU request)."""
+    if not OmegaConf.has_resolver("lem.gpu_count"):
+        OmegaConf.register_new_resolver("lem.gpu_count", gpu_count)
     cs = ConfigStore.instance()
     cs.store(name="lem_schema", node=LemConfig)
     for name, schema in BACKEND_SCHEMAS.items():

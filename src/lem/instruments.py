@@ -51,6 +51,11 @@ class Instruments:
             time.sleep(seconds)
             self.device_idle_end_ns = time.time_ns()
 
+    def checkpoint(self) -> None:
+        """At batch edges: RAPL counters wrap within minutes at high power; read them often."""
+        if self.cpu_meter is not None:
+            self.cpu_meter.checkpoint()
+
     def rows(self) -> list[tuple]:
         return self.sampler.drain() if self.sampler is not None else []
 

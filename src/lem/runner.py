@@ -173,7 +173,8 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
         cooldown_s = _cooldown(inst, target_c, cfg.measurement) if c else 0.0
         with inst.recorder.window(f"cycle_{c}"):
             t0_perf, t0_ns = time.perf_counter(), time.time_ns()
-            records = _run_batches(backend, batches, cfg, f"cycle {c + 1}/{cfg.measurement.cycles}")
+            records = _run_batches(backend, batches, cfg, f"cycle {c + 1}/{cfg.measurement.cycles}",
+                                   inst.checkpoint)
         window = inst.recorder.windows[-1]
         spans = [_span_ns(rec, t0_perf, t0_ns) for _, rec in records if rec.token_times_s[0]]
         attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j)
@@ -183,7 +184,7 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
     return pooled
 
 
-def _run_batches(backend, batches, cfg: DictConfig, desc: str):
+def _run_batches(backend, batches, cfg: DictConfig, desc: str, on_batch=lambda: None):
     from tqdm import tqdm
 
     progress = tqdm(total=sum(len(b) for b in batches), unit="req", desc=desc,
@@ -191,6 +192,7 @@ def _run_batches(backend, batches, cfg: DictConfig, desc: str):
     records = []
     for batch in batches:
         records.append((batch, backend.generate(batch, cfg.dataset.force_output_len)))
+        on_batch()
         progress.update(len(batch))
     progress.close()
     return records
