@@ -8,6 +8,7 @@ from typing import Any
 
 from lem import validity as checks
 from lem.attribution import Attribution
+from lem.co2 import co2_estimate
 from lem.cycles import CYCLE_METRICS, pooled
 from lem.metrics import RequestTiming
 from lem.result import Result, Summary
@@ -26,6 +27,7 @@ def analyse(result: Result, timings: list[RequestTiming], cfg, inst, model_info:
     cycle_windows = [w for w in inst.recorder.windows if w.name.startswith("cycle_")]
     _energy_per_gpu(result, cycle_windows)
     _cpu(result, cycle_windows)
+    _co2(result, cfg)
     result.statistics = {k: asdict(v) for k, v in summarise_cycles(result.cycles, CYCLE_METRICS).items()}
     result.attribution = _pooled_attribution(result)
     result.roofline = _roofline(result, cfg, model_info)
@@ -53,6 +55,20 @@ def _cpu(result: Result, windows) -> None:
         result.summary.cpu_energy_method = readings[0].method
         co2 = [r.co2_kg for r in readings]
         result.summary.co2_kg = None if None in co2 else float(sum(co2))
+
+
+def _co2(result: Result, cfg) -> None:
+    """CO2 of the measured energy (GPU counters + RAPL CPU energy) x CodeCarbon's grid intensity:
+    always an estimate; the intensity, its source and the method go into the result."""
+    s = result.summary
+    cpu_j = s.cpu_energy_j if s.cpu_energy_method == "rapl" else None  # estimates are not added
+    energy_j = None if s.energy_j is None else s.energy_j + (cpu_j or 0.0)
+    est = co2_estimate(energy_j, cfg.energy.country_iso_code)
+    result.environment["co2_estimate"] = asdict(est)
+    if est.co2_kg is not None:
+        s.co2_kg = est.co2_kg
+    elif s.co2_kg is None:
+        result.null_reasons["summary.co2_kg"] = est.reason
 
 
 def _pooled_attribution(result: Result) -> Attribution:
@@ -140,9 +156,6 @@ def _cpu_reasons(result: Result, windows) -> dict[str, str]:
     out = {}
     if s.cpu_energy_j is None:
         out["summary.cpu_energy_j"] = cpu.reason if cpu else "energy.cpu=none or energy=none"
-    if s.co2_kg is None:
-        out["summary.co2_kg"] = ("no CO2 estimate: CodeCarbon's estimate needs the codecarbon extra "
-                                 "and RAPL unreadable (energy.cpu=auto), with energy.country_iso_code")
     return out
 
 

@@ -1,0 +1,123 @@
+"""One sweep point in its own spawned process.
+
+Engines do not reliably release GPU memory in-process, and Hydra's basic launcher runs a whole
+sweep in one interpreter: so the measured run happens in a fresh child, and the parent (which
+never imports torch) makes sure a result exists however the child ends. SIGTERM/SIGINT (SLURM
+preemption, Ctrl-C) are forwarded to the child, which records `status: interrupted`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from lem.result import RESULT_FILE, ErrorInfo, Result, load_result, write_result
+
+log = logging.getLogger(__name__)
+GRACE_S = 60.0  # after forwarding a signal, how long the child may take to write its result
+
+
+class Interrupted(Exception):
+    """The job was interrupted (SIGINT/SIGTERM); its result says so."""
+
+
+def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    """Run `config` in a spawned child; return the result it (or, if it died, this process) wrote."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    ctx = mp.get_context("spawn")
+    child = ctx.Process(target=_child_main, name="lem-job", args=(config, overrides, str(out_dir)))
+    child.start()
+    received: list[int] = []
+    previous = _forward_signals(child, received)
+    try:
+        _wait(child, received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    result = _result_of(child, config, overrides, out_dir, started, received)
+    if received or result["status"] == "interrupted":
+        raise Interrupted(f"job interrupted by signal {received or '(in child)'}; result: "
+                          f"{out_dir / RESULT_FILE}")
+    return result
+
+
+def _forward_signals(child, received: list[int]) -> dict:
+    def forward(signum, frame):
+        received.append(signum)
+        if child.is_alive() and child.pid:
+            import os
+
+            os.kill(child.pid, signal.SIGTERM)
+
+    return {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _wait(child, received: list[int]) -> None:
+    deadline = None
+    while child.is_alive():
+        child.join(0.2)
+        if received and deadline is None:
+            deadline = time.monotonic() + GRACE_S
+        if deadline is not None and time.monotonic() > deadline:
+            log.error("job did not stop %.0f s after the signal; killing it", GRACE_S)
+            child.kill()
+            child.join(5)
+
+
+def _result_of(child, config, overrides, out_dir: Path, started: float, received) -> dict:
+    """The child's result if it wrote one for this run; else a failed/interrupted one written here."""
+    path = out_dir / RESULT_FILE
+    if path.is_file() and path.stat().st_mtime >= started:
+        result = load_result(path)
+        if result.get("status") != "running":
+            return result
+    code = child.exitcode
+    status = "interrupted" if received else "failed"
+    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    hint = " (SIGKILL: killed by the OOM killer or the scheduler?)" if code == -signal.SIGKILL else ""
+    result = Result(status=status, overrides=list(overrides), config=config,
+                    error=ErrorInfo("ChildProcessDied", f"the measuring process ended with {why}"
+                                    f"{hint} before writing its result", ""))
+    from lem.config import config_hash
+
+    result.config_hash = config_hash(config)
+    result.null_reasons["summary"] = "the measuring process died: nothing it measured survived"
+    write_result(result, out_dir)
+    return load_result(path)
+
+
+def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str) -> None:
+    """Entry of the spawned process: log to the job's log file, run, exit non-zero on failure."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from lem.runner import run
+
+    _child_logging(Path(out_dir))
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run(OmegaConf.create(config), overrides, Path(out_dir))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:
+        log.exception("run failed")
+        sys.exit(1)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _child_logging(out_dir: Path) -> None:
+    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    handler = logging.FileHandler(out_dir / "lem.log")
+    handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
