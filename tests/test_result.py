@@ -77,7 +77,7 @@ def test_default_result_has_every_summary_key_null():
 def test_default_result_has_every_top_level_key():
     d = Result().to_dict()
     assert set(d) == {
-        "schema_version", "status", "error", "started_at", "finished_at", "wall_s", "phase_s",
+        "schema_version", "status", "error", "started_at", "finished_at", "wall_s", "phase_s", "job_gap",
         "config_hash", "overrides", "config", "environment", "precision", "summary", "statistics",
         "validity", "baseline", "warmup", "cycles", "windows", "attribution", "roofline",
         "timeseries", "memory", "requests", "null_reasons", "warnings",

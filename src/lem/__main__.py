@@ -5,46 +5,24 @@ Nothing heavy is imported here: torch and engines load inside the runner, after 
 
 from __future__ import annotations
 
-import logging
 import sys
-from pathlib import Path
 from typing import Optional
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lem.config import register_configs
 from lem.paths import conf_dir
 
-log = logging.getLogger("lem")
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
-    """One run; returns J per output token (None when energy is not measured) for sweepers."""
-    from lem.console import summary_table
-    from lem.runner import run
-    from lem.validate import ConfigError
+    """One sweep point (or a single run); returns the objective for sweepers (see lem.task)."""
+    from lem.task import run_point
 
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
-    try:
-        result = run(cfg, list(hc.overrides.task), out_dir)
-    except ConfigError as exc:
-        return _exit(2, exc, out_dir)
-    except Exception as exc:
-        log.exception("run failed")
-        return _exit(1, exc, out_dir)
-    print(summary_table(result.to_dict(), str(out_dir / "result.json")), flush=True)
-    return result.summary.j_per_output_token
-
-
-def _exit(code: int, exc: Exception, out_dir: Path):
-    print(f"lem: {type(exc).__name__}: {exc}\n  result with status=failed: "
-          f"{out_dir / 'result.json'}", file=sys.stderr, flush=True)
-    sys.exit(code)
+    return run_point(cfg)
 
 
 def _multirun_flag_first(argv: list[str]) -> list[str]:
@@ -57,3 +35,7 @@ def _multirun_flag_first(argv: list[str]) -> list[str]:
 if __name__ == "__main__":
     sys.argv = _multirun_flag_first(sys.argv)
     main()
+    from lem.callbacks import STATE
+
+    if STATE["failed"]:  # a sweep with failed or interrupted points
+        sys.exit(1)

@@ -113,6 +113,18 @@ class MeasurementConfig:
     warmup_max_s: float = 60.0
     warmup_output_len: Optional[int] = None  # tokens per warmup request (None: the dataset's)
     max_temperature_c: float = 85.0  # validity: hotter samples are flagged
+    # thermal gap before each job: wait (at most this long) until GPU temperature is steady
+    job_gap_max_s: float = 0.0
+    job_gap_temp_range_c: float = 1.0  # steady: range over the last 2 s
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the task function returns to a sweeper (e.g. Optuna) for minimisation."""
+
+    metric: str = "j_per_output_token"  # a summary field
+    max_ttft_p99_s: Optional[float] = None  # latency bound: points above it return `penalty`
+    penalty: float = 1.0e9
 
 
 @dataclass
@@ -129,12 +141,17 @@ class LemConfig:
     seed: int = 0
     cache_dir: str = MISSING  # generated models and tokenizers
     progress: bool = True
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    isolate: bool = True  # run the measurement in a spawned child process
+    resume: bool = True  # in a sweep, skip points with an ok result of the same config hash
+    dry_run: bool = False  # validate and print the plan; load nothing
 
 
 BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig}
 GROUP_SCHEMAS: dict[str, type] = {"model": ModelConfig, "dataset": DatasetConfig,
                                   "precision": PrecisionConfig, "batching": BatchingConfig,
-                                  "energy": EnergyConfig, "measurement": MeasurementConfig}
+                                  "energy": EnergyConfig, "measurement": MeasurementConfig,
+                                  "objective": ObjectiveConfig}
 
 
 def gpu_count(gpus: Any) -> int:
@@ -167,7 +184,7 @@ def register_configs() -> None:
 
 
 # Keys that change where results go or how they are shown, not what is measured.
-_NON_SEMANTIC_KEYS = ("progress", "cache_dir")
+_NON_SEMANTIC_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

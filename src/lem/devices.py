@@ -45,6 +45,40 @@ def check_cuda(gpus: list[int]) -> None:
                           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}")
 
 
+def wait_for_steady_temperature(gpus: list[int], max_s: float, range_c: float,
+                                window_s: float = 2.0, period_s: float = 0.2) -> Optional[dict]:
+    """Thermal gap before a job: poll until every GPU's temperature stayed within `range_c` for
+    `window_s`, at most `max_s`; returns what happened (None when not asked for or no NVML)."""
+    if not gpus or max_s <= 0:
+        return None
+    try:
+        from lem import nvml as nvml_seam
+
+        nvml = nvml_seam.load()
+        nvml.nvmlInit()
+        handles = [nvml.nvmlDeviceGetHandleByIndex(g) for g in gpus]
+    except Exception as exc:
+        return {"waited_s": 0.0, "steady": False, "reason": f"NVML unavailable: {exc}"}
+    return _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s)
+
+
+def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> dict:
+    import time
+
+    history: list[list[int]] = []
+    t0 = time.monotonic()
+    need = max(2, int(window_s / period_s))
+    while True:
+        history.append([nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU) for h in handles])
+        recent = history[-need:]
+        steady = len(recent) == need and all(max(c) - min(c) <= range_c for c in zip(*recent))
+        waited = time.monotonic() - t0
+        if steady or waited >= max_s:
+            return {"waited_s": waited, "steady": steady, "temperatures_c": history[-1],
+                    "rule": f"range <= {range_c} C over {window_s} s, at most {max_s} s"}
+        time.sleep(period_s)
+
+
 def foreign_gpu_processes(gpus: list[int]) -> Optional[dict[str, list[int]]]:
     """Compute processes on the run's GPUs other than this one (None when NVML cannot tell)."""
     if not gpus:

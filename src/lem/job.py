@@ -25,12 +25,13 @@ class Interrupted(Exception):
     """The job was interrupted (SIGINT/SIGTERM); its result says so."""
 
 
-def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path) -> dict[str, Any]:
+def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
+                 job_gap: Any = None) -> dict[str, Any]:
     """Run `config` in a spawned child; return the result it (or, if it died, this process) wrote."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     ctx = mp.get_context("spawn")
-    child = ctx.Process(target=_child_main, name="lem-job", args=(config, overrides, str(out_dir)))
+    child = ctx.Process(target=_child_main, name="lem-job", args=(config, overrides, str(out_dir), job_gap))
     child.start()
     received: list[int] = []
     previous = _forward_signals(child, received)
@@ -91,7 +92,7 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     return load_result(path)
 
 
-def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str) -> None:
+def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None) -> None:
     """Entry of the spawned process: log to the job's log file, run, exit non-zero on failure."""
     import sys
 
@@ -102,7 +103,7 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str) -> N
     _child_logging(Path(out_dir))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run(OmegaConf.create(config), overrides, Path(out_dir))
+        run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:

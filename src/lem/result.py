@@ -83,6 +83,7 @@ class Result:
     finished_at: Optional[str] = None
     wall_s: Optional[float] = None
     phase_s: dict[str, float] = field(default_factory=dict)  # wall time per phase of the run
+    job_gap: Optional[Any] = None  # the thermal gap waited before this job (measurement.job_gap_max_s)
     config_hash: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 BASELINE_STATE = "engine-ready: CUDA context and model resident, no work (clocks may stay up)"
 
 
-def run(cfg: DictConfig, overrides: list[str], out_dir: Path) -> Result:
+def run(cfg: DictConfig, overrides: list[str], out_dir: Path, job_gap=None) -> Result:
     """Measure `cfg`; result.json is written to `out_dir` whatever happens."""
-    result = Result(started_at=_now(), overrides=list(overrides))
+    result = Result(started_at=_now(), overrides=list(overrides), job_gap=job_gap)
     t0 = time.perf_counter()
     try:
         _measure(cfg, result, out_dir)

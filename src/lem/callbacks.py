@@ -1,0 +1,59 @@
+"""Hydra callback: one line at the end of a sweep saying what happened, read from the results."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from lem.result import RESULT_FILE
+
+# read by __main__ after Hydra returns: a sweep with failed points exits non-zero
+STATE: dict[str, Any] = {"failed": False, "plan": Counter()}
+
+
+class SweepSummary(Callback):
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.started = time.time()
+        STATE["plan"].clear()
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if config.get("dry_run"):
+            plan = STATE["plan"]
+            print(f"lem dry run: {plan['run']} to run, {plan['skip']} to skip, {plan['done']} already "
+                  f"done ({sweep_dir})", flush=True)
+            return
+        counts, earlier = count_results(sweep_dir, getattr(self, "started", 0.0))
+        failed = counts["failed"] + counts["interrupted"] + counts["corrupt"]
+        STATE["failed"] = failed > 0
+        print(f"lem sweep: {counts['ok']} ok ({earlier} from earlier runs), {counts['failed']} failed, "
+              f"{counts['skipped']} skipped, {counts['interrupted']} interrupted"
+              + (f", {counts['corrupt']} unreadable" if counts["corrupt"] else "")
+              + f" ({sweep_dir})", flush=True)
+
+
+def count_results(sweep_dir: Path, since: float) -> tuple[Counter, int]:
+    counts, earlier = Counter(), 0
+    for path in sorted(sweep_dir.glob(f"*/{RESULT_FILE}")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            counts["corrupt"] += 1
+            continue
+        counts[r.get("status", "corrupt")] += 1
+        if r.get("status") == "ok" and _finished_before(r, since):
+            earlier += 1
+    return counts, earlier
+
+
+def _finished_before(r: dict, since: float) -> bool:
+    try:
+        return datetime.fromisoformat(r["finished_at"]).timestamp() < since - 1
+    except (KeyError, TypeError, ValueError):
+        return False
