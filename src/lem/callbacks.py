@@ -40,7 +40,7 @@ class SweepSummary(Callback):
 
 def count_results(sweep_dir: Path, since: float) -> tuple[Counter, int]:
     counts, earlier = Counter(), 0
-    for path in sorted(sweep_dir.glob(f"*/{RESULT_FILE}")):
+    for path in sorted(sweep_dir.rglob(RESULT_FILE)):  # override values may hold "/"
         try:
             r = json.loads(path.read_text())
         except (OSError, ValueError):

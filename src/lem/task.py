@@ -101,7 +101,7 @@ def _say(kind: str, label: str, detail: str, value):
 
 def find_done(sweep_dir: Path, out_dir: Path, want_hash: str) -> Optional[dict]:
     """An ok result with this config hash: this job's own directory first, then the sweep's."""
-    candidates = [out_dir / RESULT_FILE] + sorted(sweep_dir.glob(f"*/{RESULT_FILE}"))
+    candidates = [out_dir / RESULT_FILE] + sorted(sweep_dir.rglob(RESULT_FILE))
     for path in candidates:
         try:
             r = load_result(path)
