@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from lem.result import RESULT_FILE
+from lem.paths import RESULT_FILE  # not lem.result: --help and --cfg stay light
 
 # read by __main__ after Hydra returns: a sweep with failed points exits non-zero
 STATE: dict[str, Any] = {"failed": False, "plan": Counter()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
+RESULT_FILE = "result.json"  # in every job directory
 
 
 def conf_dir() -> Path:

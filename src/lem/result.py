@@ -18,7 +18,7 @@ from lem.backends.base import GpuMemory, PrecisionInfo
 from lem.metrics import Stats
 
 SCHEMA_VERSION = "2.0"
-RESULT_FILE = "result.json"
+from lem.paths import RESULT_FILE  # noqa: E402,F401 (re-exported)
 
 
 @dataclass
