@@ -110,3 +110,17 @@ def test_forced_lengths_must_all_be_met_for_a_valid_result():
     verdict = v.verdict([v.tokens(reqs, forced=True)])
     assert not verdict.valid and "tokens" in verdict.reasons[0]
     assert v.tokens(reqs, forced=False).verdict == "pass"
+
+
+def test_inside_slurm_the_allotted_gpus_are_measured(monkeypatch):
+    from lem.devices import scheduler_gpus
+
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert scheduler_gpus([0]) == ([3], "gpus=[0] mapped to the GPUs SLURM allotted to this job: [3]")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5e0c")
+    gpus, note = scheduler_gpus([0])
+    assert gpus == [0] and "does not map" in note
+    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert scheduler_gpus([0]) == ([0], None)

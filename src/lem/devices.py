@@ -30,6 +30,22 @@ def pin_devices(gpus: list[int]) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = wanted
 
 
+def scheduler_gpus(gpus: list[int]) -> tuple[list[int], str | None]:
+    """Inside a SLURM job the scheduler picks the GPUs and says so in CUDA_VISIBLE_DEVICES; lem
+    then measures those (physical ids), not the indices in the config. Returns (gpus, note)."""
+    allotted = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not os.environ.get("SLURM_JOB_ID") or not allotted or not gpus:
+        return gpus, None
+    ids = allotted.split(",")
+    if not all(i.strip().isdigit() for i in ids) or len(ids) != len(gpus):
+        return gpus, (f"SLURM set CUDA_VISIBLE_DEVICES={allotted!r}, which does not map onto "
+                      f"gpus={gpus}; measuring gpus={gpus} as configured")
+    physical = [int(i) for i in ids]
+    if physical == gpus:
+        return gpus, None
+    return physical, f"gpus={gpus} mapped to the GPUs SLURM allotted to this job: {physical}"
+
+
 def check_cuda(gpus: list[int]) -> None:
     """Pre-flight after torch is imported: CUDA must work when GPUs are requested."""
     if not gpus:

@@ -60,6 +60,10 @@ def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
     from lem import devices
     from lem.instruments import Instruments
 
+    cfg.gpus, note = devices.scheduler_gpus(list(cfg.gpus))  # after hashing: same point anywhere
+    if note:
+        result.warnings.append(note)
+        log.warning(note)
     devices.pin_devices(cfg.gpus)  # before torch starts CUDA
     with _phase(result, "instruments_start"):
         inst = Instruments(cfg, host.nvml_error)
