@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.metrics import RequestTiming, Stats, latency_stats, per_unit, stats, summarise
+from lem.metrics import RequestTiming, Stats, latency_stats, per_unit, stats
 
 
 def _timing(index: int, input_tokens: int, submit_s: float, token_times_s: list[float],
@@ -71,39 +71,35 @@ def _two_requests() -> list[RequestTiming]:
     return [_timing(0, 10, 0.0, [0.5, 0.6, 0.7, 0.8]), _timing(1, 20, 0.0, [0.5, 0.9])]
 
 
-def test_summarise_from_known_numbers():
-    fields, reasons = summarise(_two_requests(), window_s=2.0, energy_j=12.0, energy_reason=None)
-    assert fields["num_requests"] == 2
-    assert fields["input_tokens"] == 30 and fields["output_tokens"] == 6
-    assert fields["duration_s"] == 2.0
-    assert fields["output_tokens_per_s"] == pytest.approx(3.0)
-    assert fields["total_tokens_per_s"] == pytest.approx(18.0)
-    assert fields["requests_per_s"] == pytest.approx(1.0)
-    assert fields["energy_j"] == 12.0
-    assert fields["j_per_output_token"] == pytest.approx(2.0)
-    assert fields["j_per_request"] == pytest.approx(6.0)
-    assert fields["output_tokens_per_j"] == pytest.approx(0.5)
-    assert fields["itl_s"].n == 4
-    assert reasons == {}
+def _cycle(index: int, timings, duration_s: float, energy_j, idle_w=None):
+    from lem.attribution import Attribution
+    from lem.cycles import cycle_figures
+    from lem.windows import Window
+
+    window = Window(f"cycle_{index}", 0, int(duration_s * 1e9), duration_s, [], energy_j)
+    return cycle_figures(index, timings, window, idle_w, Attribution(1.0, 2.0, 0.0, 0.1, 0.2), 0.0)
 
 
-def test_summarise_without_energy_gives_null_and_the_reason():
-    why = "not measured: energy=none"
-    fields, reasons = summarise(_two_requests(), window_s=2.0, energy_j=None, energy_reason=why)
-    energy_keys = ("energy_j", "j_per_output_token", "j_per_request", "output_tokens_per_j")
-    assert all(fields[k] is None for k in energy_keys)
-    assert reasons == {f"summary.{k}": why for k in energy_keys}
+def test_pooling_sums_tokens_time_and_energy_across_cycles_then_divides():
+    from lem.cycles import pooled
+
+    a, b = _two_requests(), _two_requests()
+    cycles = [_cycle(0, a, 2.0, 12.0, idle_w=1.0), _cycle(1, b, 1.0, 6.0, idle_w=1.0)]
+    fields = pooled(cycles, a + b)
+    assert fields["cycles"] == 2 and fields["num_requests"] == 4
+    assert fields["input_tokens"] == 60 and fields["output_tokens"] == 12
+    assert fields["duration_s"] == 3.0 and fields["output_tokens_per_s"] == pytest.approx(4.0)
+    assert fields["energy_j"] == 18.0 and fields["j_per_output_token"] == pytest.approx(1.5)
+    assert fields["dynamic_energy_j"] == pytest.approx(18.0 - 1.0 * 3.0)
+    assert fields["output_tokens_per_j"] == pytest.approx(12 / 18)
+    assert fields["itl_s"].n == 8  # every token gap of every request of every cycle
+    assert cycles[0]["j_per_output_token"] == pytest.approx(2.0)
+
+
+def test_pooling_without_energy_in_any_cycle_gives_null():
+    from lem.cycles import pooled
+
+    cycles = [_cycle(0, _two_requests(), 2.0, 12.0), _cycle(1, _two_requests(), 2.0, None)]
+    fields = pooled(cycles, _two_requests())
+    assert fields["energy_j"] is None and fields["j_per_output_token"] is None
     assert fields["output_tokens_per_s"] == pytest.approx(3.0)  # the rest is still measured
-
-
-def test_summarise_without_energy_or_reason_still_says_why():
-    _, reasons = summarise(_two_requests(), 2.0, None, None)
-    assert reasons["summary.energy_j"] == "energy not measured"
-
-
-def test_summarise_with_single_token_outputs_explains_the_missing_itl():
-    timings = [_timing(0, 10, 0.0, [0.5]), _timing(1, 10, 0.0, [0.7])]
-    fields, reasons = summarise(timings, 1.0, 3.0, None)
-    assert fields["itl_s"] == Stats()
-    assert "summary.itl_s" in reasons
-    assert fields["j_per_output_token"] == pytest.approx(1.5)

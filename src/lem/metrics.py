@@ -81,30 +81,3 @@ def per_unit(total: Optional[float], count: float) -> Optional[float]:
         return None
     return total / count
 
-
-def summarise(timings: list[RequestTiming], window_s: float, energy_j: Optional[float],
-              energy_reason: Optional[str]) -> tuple[dict, dict[str, str]]:
-    """Summary fields of the measured window, and the reason for each that is null."""
-    n_in = sum(t.input_tokens for t in timings)
-    n_out = sum(t.output_tokens for t in timings)
-    fields = {
-        "num_requests": len(timings),
-        "input_tokens": n_in,
-        "output_tokens": n_out,
-        "duration_s": window_s,
-        "output_tokens_per_s": per_unit(n_out, window_s),
-        "total_tokens_per_s": per_unit(n_in + n_out, window_s),
-        "requests_per_s": per_unit(len(timings), window_s),
-        **latency_stats(timings),
-        "energy_j": energy_j,
-        "j_per_output_token": per_unit(energy_j, n_out),
-        "j_per_request": per_unit(energy_j, len(timings)),
-        "output_tokens_per_j": per_unit(n_out, energy_j),
-    }
-    reasons = {}
-    if energy_j is None:
-        for key in ("energy_j", "j_per_output_token", "j_per_request", "output_tokens_per_j"):
-            reasons[f"summary.{key}"] = energy_reason or "energy not measured"
-    if n_out <= len(timings):
-        reasons["summary.itl_s"] = "fewer than two output tokens per request: no token gaps"
-    return fields, reasons
