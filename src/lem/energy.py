@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
+from lem.nvml import text as nvml_text
+
 
 @dataclass
 class DeviceEnergy:
@@ -64,7 +66,7 @@ class NvmlMeter:
         pynvml.nvmlInit()
         self._indices = list(gpu_indices)
         self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in self._indices]
-        self._uuids = [_text(pynvml.nvmlDeviceGetUUID(h)) for h in self._handles]
+        self._uuids = [nvml_text(pynvml.nvmlDeviceGetUUID(h)) for h in self._handles]
         self._start_mj: list[Optional[int]] = []
         self._t0 = 0.0
 
@@ -98,9 +100,6 @@ def _delta_j(start_mj: Optional[int], end_mj: Optional[int]) -> Optional[float]:
         return None
     return (end_mj - start_mj) / 1000.0
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def make_meter(meter: str, gpus: list[int], nvml_error: Optional[str]) -> EnergyMeter:

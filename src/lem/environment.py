@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lem
+from lem.nvml import text as nvml_text
 
 _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
              "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST", "OMP_NUM_THREADS")
@@ -58,7 +59,7 @@ def _git() -> dict[str, Any]:
 
 def _cpu_model() -> Optional[str]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").readnvml_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -86,7 +87,7 @@ def _gpus(indices: list[int]) -> list[dict[str, Any]]:
     except Exception:
         return []
     try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        driver = nvml_text(pynvml.nvmlSystemGetDriverVersion())
         return [dict(_gpu(pynvml, i), driver=driver) for i in indices]
     finally:
         pynvml.nvmlShutdown()
@@ -96,8 +97,8 @@ def _gpu(pynvml, index: int) -> dict[str, Any]:
     h = pynvml.nvmlDeviceGetHandleByIndex(index)
     return {
         "index": index,
-        "name": _text(pynvml.nvmlDeviceGetName(h)),
-        "uuid": _text(pynvml.nvmlDeviceGetUUID(h)),
+        "name": nvml_text(pynvml.nvmlDeviceGetName(h)),
+        "uuid": nvml_text(pynvml.nvmlDeviceGetUUID(h)),
         "compute_capability": list(pynvml.nvmlDeviceGetCudaComputeCapability(h)),
         "memory_total_mb": pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20,
         "power_limit_w": _try(lambda: pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000),
@@ -105,7 +106,7 @@ def _gpu(pynvml, index: int) -> dict[str, Any]:
         "persistence_mode": _try(lambda: pynvml.nvmlDeviceGetPersistenceMode(h)),
         "mig_mode": _try(lambda: pynvml.nvmlDeviceGetMigMode(h)[0]),
         "ecc_mode": _try(lambda: pynvml.nvmlDeviceGetEccMode(h)[0]),
-        "pci_bus_id": _try(lambda: _text(pynvml.nvmlDeviceGetPciInfo(h).busId)),
+        "pci_bus_id": _try(lambda: nvml_text(pynvml.nvmlDeviceGetPciInfo(h).busId)),
     }
 
 
@@ -115,6 +116,3 @@ def _try(read):
     except Exception:  # a field this GPU or driver does not report
         return None
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

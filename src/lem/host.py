@@ -9,6 +9,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lem.nvml import text as nvml_text
+
 # Optional libraries a configuration may need; probed by import spec, not imported.
 OPTIONAL_PACKAGES = ("bitsandbytes", "datasets", "flash_attn", "vllm", "tensorrt_llm", "codecarbon")
 
@@ -58,12 +60,9 @@ def _gpu_info(pynvml, index: int) -> GpuInfo:
     major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
     return GpuInfo(
         index=index,
-        name=_text(pynvml.nvmlDeviceGetName(handle)),
-        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        name=nvml_text(pynvml.nvmlDeviceGetName(handle)),
+        uuid=nvml_text(pynvml.nvmlDeviceGetUUID(handle)),
         compute_capability=(major, minor),
         memory_total_mb=pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
     )
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
