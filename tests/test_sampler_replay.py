@@ -48,3 +48,17 @@ def test_nvml_meter_reads_the_counter_at_window_edges(replay, monkeypatch):
     # the trace's first 6 s are idle at ~80-120 W: energy must be in that band (100 ms steps)
     assert 70 * (trace_s - 0.4) < reading.total_j < 130 * (trace_s + 0.4)
     assert reading.devices[0].uuid == "GPU-replay-0"
+
+
+def test_thermal_gap_waits_while_the_gpu_cools_after_a_burst(replay, monkeypatch):
+    from lem.devices import wait_for_steady_temperature
+
+    # trace second 17: the matmul burst just ended, the GPU cools from 58 C for a few seconds
+    monkeypatch.setenv("LEM_REPLAY_T0_NS", str(time.time_ns() - 17_000_000_000))
+    after_burst = wait_for_steady_temperature([0], max_s=15, range_c=1.0)
+    # trace second 2: long idle, already steady
+    monkeypatch.setenv("LEM_REPLAY_T0_NS", str(time.time_ns() - 2_000_000_000))
+    idle = wait_for_steady_temperature([0], max_s=15, range_c=1.0)
+    assert after_burst["steady"] and idle["steady"]
+    assert after_burst["waited_s"] > idle["waited_s"] + 1.0
+    assert wait_for_steady_temperature([], max_s=15, range_c=1.0) is None  # CPU run: no gap
