@@ -59,7 +59,7 @@ def _git() -> dict[str, Any]:
 
 def _cpu_model() -> Optional[str]:
     try:
-        for line in Path("/proc/cpuinfo").readnvml_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

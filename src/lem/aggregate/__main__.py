@@ -1,0 +1,49 @@
+"""python -m lem.aggregate <dir> [<dir> ...] [--out DIR]
+python -m lem.aggregate compare <dirA> <dirB> [--out DIR]   (or --compare A B)"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lem.aggregate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", help="sweep dirs, output dirs, trees of them, or result.json files")
+    p.add_argument("--out", help="where to write (default: the first input directory)")
+    p.add_argument("--compare", action="store_true", help="compare two studies (A B) per configuration")
+    p.add_argument("--max-series", type=int, default=12, help="power time-series plots for at most N runs")
+    p.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples per CI")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    if args.paths[0] == "compare":
+        args.compare, args.paths = True, args.paths[1:]
+    if args.compare and len(args.paths) != 2:
+        p.error("compare takes exactly two studies: A B")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    if args.compare:
+        from lem.aggregate.compare import compare
+
+        out = Path(args.out) if args.out else Path(args.paths[1])
+        df, path = compare(args.paths[0], args.paths[1], out, args.resamples)
+        print(f"lem compare: {int((df['matched'] == 'both').sum())} configurations matched -> {path}")
+        return 0
+    from lem.aggregate import aggregate, default_out
+
+    out = Path(args.out) if args.out else default_out(args.paths)
+    report = aggregate(*args.paths, out=out, max_series=args.max_series, n_resamples=args.resamples,
+                       plots=not args.no_plots)
+    print(f"lem aggregate: {report} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

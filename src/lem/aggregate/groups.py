@@ -1,0 +1,123 @@
+"""Per configuration (config hash ignoring `repeat`) and environment: n, mean, std, 95% CIs.
+
+Late aggregation: a group's J per output token is its total energy over its total output tokens
+and its tokens/s total output tokens over total measured time; its latency percentiles come from
+the pooled raw per-request values of all its runs, never from averages of per-run percentiles.
+The CIs are bootstrap CIs of the mean of the per-run values (lem.stats.cycle_stats); a group of
+one run has no run-to-run spread, so its CI is the one across that run's cycles (`ci_unit`).
+Runs of different environments (GPU, driver, power limit, engine, lem version) never share a group.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from lem.aggregate.read import LATENCIES
+from lem.aggregate.table import LABELS, Study
+from lem.metrics import stats
+from lem.stats import cycle_stats
+
+# (metric, numerator, denominator, bootstrap CI?): pooled = sum(numerator) / sum(denominator)
+RATIOS = (("j_per_output_token", "energy_j", "output_tokens", True),
+          ("dynamic_j_per_output_token", "dynamic_energy_j", "output_tokens", False),
+          ("output_tokens_per_s", "output_tokens", "duration_s", True))
+ENV = ("env.gpu", "env.driver", "env.power_limit_w", "env.engine", "env.lem_version")
+STAT_KEYS = ("n", "mean", "std", "ci95_low", "ci95_high")
+POOL_ABOVE = 100  # bootstrap in worker processes above this many CIs
+
+
+def groups(study: Study, n_resamples: int = 9999) -> pd.DataFrame:
+    """One row per (configuration, environment) over the headline runs (ok and valid)."""
+    runs = study.headline
+    if runs.empty:
+        return pd.DataFrame(columns=["group", "group_hash", "env_key", "n_runs"])
+    labels = [k for k in dict.fromkeys([*study.axes, *LABELS]) if k != "repeat"]
+    needed = [*labels, *ENV, "path", "group_hash", "env_key", "summary.cycles",
+              *{f"summary.{c}" for r in RATIOS for c in r[:3]},
+              *[f"statistics.{r[0]}.{k}" for r in RATIOS for k in STAT_KEYS]]
+    cols = {c: runs[c].to_numpy(dtype=object) if c in runs else np.full(len(runs), None, object) for c in needed}
+    rows, jobs = [], []
+    for idx in runs.groupby(["group_hash", "env_key"], sort=False).indices.values():
+        rows.append(group_row(study, cols, idx, labels, jobs))
+    for (row, metric, _), st in zip(jobs, bootstrap_all([values for _, _, values in jobs], n_resamples)):
+        row.update({f"{metric}.{k}": _num(getattr(st, k)) for k in STAT_KEYS})
+    df = pd.DataFrame(rows)
+    sort = [c for c in labels if c in df.columns]
+    df = df.sort_values(sort, kind="stable", na_position="last") if sort else df
+    df.insert(0, "group", [f"g{i}" for i in range(len(df))])
+    return df.reset_index(drop=True)
+
+
+def group_row(study: Study, cols: dict, idx: np.ndarray, labels: list[str], jobs: list) -> dict[str, Any]:
+    first = idx[0]
+    row = {k: cols[k][first] for k in [*labels, "group_hash", "env_key", *ENV]}
+    row.update(n_runs=len(idx), n_cycles=int(sum(v or 0 for v in cols["summary.cycles"][idx])),
+               paths=";".join(cols["path"][idx]))
+    for metric, num, den, with_ci in RATIOS:
+        row[metric] = pooled_ratio(cols[f"summary.{num}"][idx], cols[f"summary.{den}"][idx])
+        if len(idx) > 1:
+            row[f"{metric}.ci_unit"] = "runs"
+            values = [_num(v) for v in cols[f"summary.{metric}"][idx]]
+            if with_ci:
+                jobs.append((row, metric, values))
+            else:
+                present = [v for v in values if v is not None]
+                row.update({f"{metric}.n": len(present), f"{metric}.mean": _mean(present)})
+        else:  # one run: its own statistics across cycles
+            row[f"{metric}.ci_unit"] = "cycles"
+            row.update({f"{metric}.{k}": _num(cols[f"statistics.{metric}.{k}"][first]) for k in STAT_KEYS})
+    pooled = pooled_latencies([study.runs[p] for p in cols["path"][idx]])
+    for name, st in pooled.items():
+        row.update({f"{name}.{k}": getattr(st, k) for k in ("n", "mean", "p50", "p90", "p95", "p99")})
+    return row
+
+
+def pooled_ratio(num: np.ndarray, den: np.ndarray) -> Optional[float]:
+    """sum(num) / sum(den); None when any numerator is missing or the denominator is zero."""
+    if any(_num(v) is None for v in num):
+        return None
+    total = sum(_num(v) or 0 for v in den)
+    return float(sum(num) / total) if total else None
+
+
+def bootstrap_all(values: list[list], n_resamples: int) -> list:
+    """cycle_stats of each list; in worker processes when there are many (2 cores: about half the time)."""
+    if len(values) <= POOL_ABOVE or (os.cpu_count() or 1) < 2:
+        return [cycle_stats(v, n_resamples=n_resamples) for v in values]
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        return list(pool.map(_stats, [(v, n_resamples) for v in values], chunksize=64))
+
+
+def _stats(args):
+    return cycle_stats(args[0], n_resamples=args[1])
+
+
+def _num(v) -> Optional[float]:
+    return None if v is None or v != v else v
+
+
+def _mean(values: list) -> Optional[float]:
+    return float(np.mean(values)) if values else None
+
+
+def pooled_latencies(runs) -> dict[str, Any]:
+    """Percentiles of the pooled raw values of every request of every run (late aggregation)."""
+    out = {}
+    for name in LATENCIES:
+        arrays = [r.latencies[name] for r in runs if name in r.latencies]
+        values = np.concatenate(arrays) if arrays else np.empty(0)
+        out[name] = stats(values.tolist())
+    return out
+
+
+def environment_splits(g: pd.DataFrame) -> pd.DataFrame:
+    """Configurations measured in more than one environment: shown apart, never pooled."""
+    if g.empty:
+        return g
+    counts = g.groupby("group_hash")["env_key"].transform("nunique")
+    return g[counts > 1]

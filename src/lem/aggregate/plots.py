@@ -1,0 +1,145 @@
+"""PNG plots (matplotlib, Agg): each function returns the file it wrote, or a note why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lem.aggregate.table import Study  # noqa: E402
+
+Outcome = Union[Path, str]  # the file written, or the note saying why there is none
+MAX_LATENCY_CONFIGS = 40
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def label(row: pd.Series, axes: list[str]) -> str:
+    keys = [a for a in axes if a != "repeat"] or ["backend.name", "precision.name", "batching.batch_size"]
+    return ", ".join(f"{short(k)}={row.get(k)}" for k in keys)
+
+
+def short(key: str) -> str:
+    """precision.name -> precision; batching.batch_size -> batch_size."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
+def pareto(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points not dominated: no other point has more tokens/s (x) and fewer J/token (y)."""
+    front, best = [], float("inf")
+    for _, p in points.sort_values([x, y], ascending=[False, True]).iterrows():
+        if p[y] < best:
+            front.append(p)
+            best = p[y]
+    return pd.DataFrame(front)
+
+
+def energy_vs_throughput(g: pd.DataFrame, path: Path) -> Outcome:
+    data = g.dropna(subset=["j_per_output_token", "output_tokens_per_s"])
+    if data.empty:
+        return "no configuration has measured energy (e.g. CPU runs): no J per token vs tokens/s plot"
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for backend, part in data.groupby("backend.name"):
+        dots = ax.scatter(part["output_tokens_per_s"], part["j_per_output_token"], label=str(backend))
+        front = pareto(part, "output_tokens_per_s", "j_per_output_token").sort_values("output_tokens_per_s")
+        ax.plot(front["output_tokens_per_s"], front["j_per_output_token"], "--", color=dots.get_facecolor()[0],
+                label=f"{backend} Pareto front")
+    ax.set(xlabel="output tokens / s", ylabel="J per output token", title="Energy vs throughput")
+    ax.legend()
+    return _save(fig, path)
+
+
+def energy_vs_batch(g: pd.DataFrame, path: Path) -> Outcome:
+    data = g.dropna(subset=["j_per_output_token", "batching.batch_size"])
+    if data.empty:
+        return "no configuration has measured energy: no J per token vs batch size plot"
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (precision, env), part in data.groupby(["precision.name", "env_key"]):
+        part = part.sort_values("batching.batch_size")
+        err = [part["j_per_output_token"] - part["j_per_output_token.ci95_low"].fillna(part["j_per_output_token"]),
+               part["j_per_output_token.ci95_high"].fillna(part["j_per_output_token"]) - part["j_per_output_token"]]
+        name = str(precision) if data["env_key"].nunique() == 1 else f"{precision} [{env[:40]}]"
+        ax.errorbar(part["batching.batch_size"], part["j_per_output_token"], yerr=err, marker="o",
+                    capsize=3, label=name)
+    ax.set(xscale="log", xlabel="batch size", ylabel="J per output token", title="J per token vs batch size")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def latency_percentiles(g: pd.DataFrame, axes: list[str], path: Path) -> Outcome:
+    data = g.dropna(subset=["ttft_s.p50"]).head(MAX_LATENCY_CONFIGS)
+    if data.empty:
+        return "no configuration has latency values: no latency plot"
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 1.5 + 0.35 * len(data)), sharey=True)
+    labels = [f"{r['group']}: {label(r, axes)}" for _, r in data.iterrows()]
+    pos = range(len(data))
+    for ax, metric in ((a1, "ttft_s"), (a2, "itl_s")):
+        for i, q in enumerate(("p50", "p90", "p99")):
+            ax.barh([p + (i - 1) * 0.27 for p in pos], data[f"{metric}.{q}"], height=0.27, label=q)
+        ax.set(xlabel=f"{metric[:-2].upper()} (s), pooled over every request", xscale="log")
+        ax.legend(fontsize=7)
+    a1.set_yticks(list(pos), labels, fontsize=7)
+    a1.invert_yaxis()
+    fig.suptitle("Latency percentiles per configuration (late aggregation)")
+    return _save(fig, path)
+
+
+def power_series(study: Study, path_of_run: str, out: Path) -> Outcome:
+    run = study.runs[path_of_run]
+    file = run.row.get("timeseries_file")
+    if not file or not Path(file).is_file():
+        return f"{path_of_run}: no timeseries.parquet (CPU run or no sampler): no power plot"
+    ts = pd.read_parquet(file, columns=["t_ns", "gpu", "power_w"])
+    if ts.empty:
+        return f"{path_of_run}: timeseries.parquet is empty"
+    t0 = ts["t_ns"].min()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for gpu, part in ts.groupby("gpu"):
+        ax.plot((part["t_ns"] - t0) / 1e9, part["power_w"], lw=0.8, label=f"GPU {gpu}")
+    for i, (name, start, end) in enumerate(w for w in run.windows if w[1] is not None and w[2] is not None):
+        ax.axvspan((start - t0) / 1e9, (end - t0) / 1e9, alpha=0.15, color=f"C{(i % 8) + 1}")
+        ax.text((start - t0) / 1e9, ax.get_ylim()[1], str(name), fontsize=6, va="top", rotation=90)
+    ax.set(xlabel="s", ylabel="power (W)", title=Path(path_of_run).name[:90])
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def all_plots(study: Study, g: pd.DataFrame, out: Path, max_series: int = 12) -> dict[str, list[Outcome]]:
+    plots = out / "plots"
+    made: dict[str, list[Outcome]] = {
+        "J per output token vs output tokens/s (Pareto front per backend)":
+            [energy_vs_throughput(g, plots / "energy_vs_throughput.png")],
+        "J per output token vs batch size, per precision": [energy_vs_batch(g, plots / "energy_vs_batch.png")],
+        "Latency percentiles per configuration": [latency_percentiles(g, study.axes, plots / "latency.png")],
+    }
+    if len(g) > MAX_LATENCY_CONFIGS:
+        made["Latency percentiles per configuration"].append(
+            f"only the first {MAX_LATENCY_CONFIGS} of {len(g)} configurations are plotted")
+    made["Power per run, windows shaded"] = series_plots(study, plots, max_series)
+    return made
+
+
+def series_plots(study: Study, plots: Path, max_series: int) -> list[Outcome]:
+    ok = list(study.headline["path"])
+    outcomes: list[Outcome] = []
+    for i, p in enumerate(ok[:max_series]):
+        outcomes.append(power_series(study, p, plots / f"power_{i:02d}.png"))
+    if len(ok) > max_series:
+        outcomes.append(f"power series of the first {max_series} of {len(ok)} headline runs only")
+    return outcomes
+
+
+def first_note(outcomes: list[Outcome]) -> Optional[str]:
+    return next((o for o in outcomes if isinstance(o, str)), None)

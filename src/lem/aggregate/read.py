@@ -1,0 +1,178 @@
+"""Find job directories and read each result.json into one flat record (never fatal).
+
+A job directory is one with a result.json, or one Hydra made (it has `.hydra/`) without a
+result.json: that one is `missing`. An unparsable result.json is `corrupt`; one whose status is
+still `running` (the run died before it could finish its result) is `partial`. Only what the
+aggregation needs is kept: scalars, flattened, and per run the raw per-request latencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a dependency; json still works
+    _loads = json.loads
+
+RESULT_FILE = "result.json"
+FINISHED = ("ok", "failed", "skipped", "interrupted")
+# keys that change nothing measured (as lem.config's hash) plus `repeat`, the repeat index
+IGNORED_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective", "hydra")
+GROUP_IGNORED = IGNORED_KEYS + ("repeat",)
+LATENCIES = ("ttft_s", "tpot_s", "e2e_s", "itl_s")
+# the engine's own library per backend: a different version is a different environment
+ENGINE_LIBS = {"pytorch": ("torch", "transformers"), "vllm": ("vllm",), "tensorrt": ("tensorrt-llm",)}
+
+
+@dataclass
+class Run:
+    """One job directory: its flat row, and for ok runs the raw latencies and windows."""
+
+    path: str
+    row: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys
+    latencies: dict[str, np.ndarray] = field(default_factory=dict)
+    windows: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def find_jobs(paths) -> tuple[list[Path], list[Path]]:
+    """(result files, job dirs without one) under the given sweep/output dirs or files."""
+    results, missing = [], []
+    for p in map(Path, paths):
+        if p.is_file():
+            results.append(p)
+            continue
+        if not p.is_dir():
+            missing.append(p)
+            continue
+        for dirpath, dirnames, filenames in os.walk(p):
+            if RESULT_FILE in filenames:
+                results.append(Path(dirpath) / RESULT_FILE)
+            elif ".hydra" in dirnames:
+                missing.append(Path(dirpath))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(set(results)), sorted(set(missing))
+
+
+def flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (shown as JSON text in tables)."""
+    out = {} if out is None else out
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flatten(value, name + ".", out)
+        else:
+            out[name] = _text(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+def _text(value) -> str:
+    return orjson.dumps(value).decode() if _loads is not json.loads else json.dumps(value)
+
+
+def group_hash(config: dict[str, Any]) -> str:
+    """Hash of what a run measures, ignoring the repeat index: repeats of a point share it."""
+    data = {k: v for k, v in config.items() if k not in GROUP_IGNORED}
+    return hashlib.sha256(_dumps_sorted(data)).hexdigest()[:16]
+
+
+def _dumps_sorted(data) -> bytes:
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except (NameError, TypeError):
+        return json.dumps(data, sort_keys=True, default=str).encode()
+
+
+def read_run(path: Path) -> Run:
+    job = str(path.parent)
+    try:
+        data = _loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        return problem(job, "corrupt", f"result.json unreadable: {type(e).__name__}: {str(e)[:200]}")
+    if not isinstance(data, dict) or not str(data.get("schema_version", "")).startswith("2."):
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        return problem(job, "corrupt", f"not a lem result of schema 2.x (schema_version={version!r})")
+    if data.get("status") not in FINISHED:
+        return problem(job, "partial", f"status {data.get('status')!r}: the run ended before its result "
+                                       "was finished (killed?)")
+    return _run(job, data)
+
+
+def problem(job: str, status: str, reason: str) -> Run:
+    return Run(job, {"path": job, "status": status, "valid": False, "reason": reason})
+
+
+def _run(job: str, data: dict[str, Any]) -> Run:
+    config = data.get("config") or {}
+    validity = data.get("validity") or {}
+    row = {"path": job, "status": data["status"], "valid": validity.get("valid") is True,
+           "reason": _reason(data, validity), "config_hash": data.get("config_hash"),
+           "group_hash": group_hash(config), "started_at": data.get("started_at"),
+           "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
+    row.update(flatten(data.get("summary") or {}, "summary."))
+    for metric, st in (data.get("statistics") or {}).items():
+        for k in ("n", "mean", "std", "cv", "ci95_low", "ci95_high"):
+            row[f"statistics.{metric}.{k}"] = st.get(k)
+    ts = data.get("timeseries") or {}
+    row["timeseries_file"] = str(Path(job) / ts["file"]) if ts.get("file") else None
+    run = Run(job, row, flatten({k: v for k, v in config.items() if k not in IGNORED_KEYS}))
+    if data["status"] == "ok":
+        run.latencies = latencies(data.get("requests") or [])
+        run.windows = [(w.get("name"), w.get("start_ns"), w.get("end_ns")) for w in data.get("windows") or []]
+    return run
+
+
+def _reason(data: dict[str, Any], validity: dict[str, Any]) -> Optional[str]:
+    """Why a run does not count: its error, or why it is invalid; None for a valid ok run."""
+    error = data.get("error") or {}
+    if data["status"] != "ok":
+        return f"{data['status']}: {error.get('type', '')}: {error.get('message', '')}".strip(": ")
+    if validity.get("valid") is not True:
+        return "invalid: " + ("; ".join(validity.get("reasons") or []) or "validity not recorded")
+    return None
+
+
+def environment_row(env: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The environment columns; `env_key` joins those that must match for results to be pooled."""
+    gpus = env.get("gpus") or []
+    libs = env.get("libraries") or {}
+    backend = (config.get("backend") or {}).get("name")
+    names = sorted({g.get("name") or "?" for g in gpus})
+    row = {
+        "env.gpu": (f"{len(gpus)}x " + "+".join(names)) if gpus else f"cpu: {env.get('cpu')}",
+        "env.driver": "+".join(sorted({str(g.get("driver")) for g in gpus})) or None,
+        "env.power_limit_w": "+".join(sorted({str(g.get("power_limit_w")) for g in gpus})) or None,
+        "env.lem_version": env.get("lem_version"),
+        "env.lem_commit": (env.get("git") or {}).get("commit"),
+        "env.torch": libs.get("torch"), "env.transformers": libs.get("transformers"),
+        "env.engine": " ".join(f"{lib}={libs.get(lib)}" for lib in ENGINE_LIBS.get(backend, ())) or None,
+        "env.host": env.get("host"),
+    }
+    keys = ("env.gpu", "env.driver", "env.power_limit_w", "env.engine", "env.lem_version")
+    row["env_key"] = " | ".join(f"{k[4:]}={row[k]}" for k in keys)
+    return row
+
+
+def latencies(requests: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Raw per-request TTFT, TPOT, E2E and every inter-token gap, for late aggregation."""
+    out = {k: np.fromiter((r[k] for r in requests if r.get(k) is not None), float) for k in LATENCIES[:3]}
+    times = [r.get("token_times_s") or [] for r in requests]
+    lengths = np.fromiter(map(len, times), int, len(times))
+    flat = np.fromiter(itertools.chain.from_iterable(times), float, int(lengths.sum()))
+    gaps = np.diff(flat)
+    keep = np.ones(len(gaps), bool)
+    ends = np.cumsum(lengths)[:-1] - 1  # a gap from one request's last token to the next's first
+    keep[ends[(ends >= 0) & (ends < len(gaps))]] = False
+    out["itl_s"] = gaps[keep]
+    return out
