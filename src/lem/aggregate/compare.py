@@ -54,8 +54,8 @@ def compare(path_a, path_b, out: Path, n_resamples: int = 9999) -> tuple[pd.Data
                      else "**no**")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if (~df["same_environment"] & (df["matched"] == "both")).any():
-        lines.append("\nSome configurations ran in different environments in A and B (GPU, driver, power limit, "
-                     "engine or lem version): their change includes the environment's.")
+        lines.append("\nSome configurations ran in different environments in A and B (GPU, driver, power "
+                     "limit, engine or lem version): their change includes the environment's.")
     path = out / "compare.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return df, path

@@ -11,24 +11,28 @@ Runs of different environments (GPU, driver, power limit, engine, lem version) n
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+import scipy
+from scipy import stats as sps
 
+import lem.stats as lem_stats
 from lem.aggregate.read import LATENCIES
 from lem.aggregate.table import LABELS, Study
-from lem.metrics import stats
-from lem.stats import cycle_stats
+from lem.metrics import PERCENTILES, Stats
+from lem.stats import CycleStats, cycle_stats
 
 # (metric, numerator, denominator, bootstrap CI?): pooled = sum(numerator) / sum(denominator)
 RATIOS = (("j_per_output_token", "energy_j", "output_tokens", True),
           ("dynamic_j_per_output_token", "dynamic_energy_j", "output_tokens", False),
           ("output_tokens_per_s", "output_tokens", "duration_s", True))
 ENV = ("env.gpu", "env.driver", "env.power_limit_w", "env.engine", "env.lem_version")
+CHUNK = 500  # groups per vectorised bootstrap call (bounds memory: CHUNK x resamples x runs)
 STAT_KEYS = ("n", "mean", "std", "ci95_low", "ci95_high")
-POOL_ABOVE = 100  # bootstrap in worker processes above this many CIs
 
 
 def groups(study: Study, n_resamples: int = 9999) -> pd.DataFrame:
@@ -40,7 +44,8 @@ def groups(study: Study, n_resamples: int = 9999) -> pd.DataFrame:
     needed = [*labels, *ENV, "path", "group_hash", "env_key", "summary.cycles",
               *{f"summary.{c}" for r in RATIOS for c in r[:3]},
               *[f"statistics.{r[0]}.{k}" for r in RATIOS for k in STAT_KEYS]]
-    cols = {c: runs[c].to_numpy(dtype=object) if c in runs else np.full(len(runs), None, object) for c in needed}
+    cols = {c: runs[c].to_numpy(dtype=object) if c in runs else np.full(len(runs), None, object)
+            for c in needed}
     rows, jobs = [], []
     for idx in runs.groupby(["group_hash", "env_key"], sort=False).indices.values():
         rows.append(group_row(study, cols, idx, labels, jobs))
@@ -85,16 +90,43 @@ def pooled_ratio(num: np.ndarray, den: np.ndarray) -> Optional[float]:
     return float(sum(num) / total) if total else None
 
 
-def bootstrap_all(values: list[list], n_resamples: int) -> list:
-    """cycle_stats of each list; in worker processes when there are many (2 cores: about half the time)."""
-    if len(values) <= POOL_ABOVE or (os.cpu_count() or 1) < 2:
-        return [cycle_stats(v, n_resamples=n_resamples) for v in values]
-    with ProcessPoolExecutor(os.cpu_count()) as pool:
-        return list(pool.map(_stats, [(v, n_resamples) for v in values], chunksize=64))
+def bootstrap_all(values: list[list], n_resamples: int) -> list[CycleStats]:
+    """cycle_stats of each list. Lists of one length with no missing and not all-equal values go
+    through one vectorised scipy.stats.bootstrap call (the same BCa/percentile method, resamples and
+    seed as cycle_stats, so the same resample indices and CIs); any non-finite bound falls back."""
+    out: list[Optional[CycleStats]] = [None] * len(values)
+    by_n: dict[int, list[int]] = {}
+    for i, v in enumerate(values):
+        if len(v) >= 3 and all(x is not None for x in v) and len(set(v)) > 1:
+            by_n.setdefault(len(v), []).append(i)
+    chunks = [idx[k:k + CHUNK] for idx in by_n.values() for k in range(0, len(idx), CHUNK)]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy releases the GIL: both cores work
+        done = pool.map(lambda c: _vectorised(np.array([values[i] for i in c], float), n_resamples), chunks)
+        for idx, stats_ in zip(chunks, done):
+            for i, st in zip(idx, stats_):
+                out[i] = st
+    return [st if st is not None else cycle_stats(v, n_resamples=n_resamples) for st, v in zip(out, values)]
 
 
-def _stats(args):
-    return cycle_stats(args[0], n_resamples=args[1])
+def _vectorised(arr: np.ndarray, n_resamples: int) -> list[Optional[CycleStats]]:
+    """One bootstrap over rows of `arr` (groups x runs), as lem.stats.bootstrap_mean_ci does per row."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sps.bootstrap((arr,), np.mean, axis=-1, confidence_level=lem_stats.CONFIDENCE_LEVEL,
+                            n_resamples=n_resamples, method="BCa", **{lem_stats._seed_keyword(): 0})
+    low, high = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
+    mean, std = arr.mean(axis=1), arr.std(axis=1, ddof=1)
+    method = (f"scipy.stats.bootstrap BCa, {n_resamples} resamples, seed 0 (scipy {scipy.__version__}), "
+              f"{lem_stats.CONFIDENCE_LEVEL:.0%} CI of the mean")
+    out = []
+    for k in range(len(arr)):
+        if not (np.isfinite(low[k]) and np.isfinite(high[k])):
+            out.append(None)  # cycle_stats then tries percentile, as it does
+            continue
+        m = float(mean[k])
+        out.append(CycleStats(arr.shape[1], m, float(std[k]), float(std[k]) / m if m else None,
+                              float(low[k]), float(high[k]), method))
+    return out
 
 
 def _num(v) -> Optional[float]:
@@ -111,8 +143,16 @@ def pooled_latencies(runs) -> dict[str, Any]:
     for name in LATENCIES:
         arrays = [r.latencies[name] for r in runs if name in r.latencies]
         values = np.concatenate(arrays) if arrays else np.empty(0)
-        out[name] = stats(values.tolist())
+        out[name] = _stats(values)
     return out
+
+
+def _stats(values: np.ndarray) -> Stats:
+    """lem.metrics.stats on an array (the same percentiles, without the list round trip)."""
+    if not len(values):
+        return Stats()
+    p = np.percentile(values, PERCENTILES)
+    return Stats(len(values), float(values.mean()), *map(float, p))
 
 
 def environment_splits(g: pd.DataFrame) -> pd.DataFrame:

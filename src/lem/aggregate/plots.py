@@ -68,8 +68,9 @@ def energy_vs_batch(g: pd.DataFrame, path: Path) -> Outcome:
     fig, ax = plt.subplots(figsize=(7, 5))
     for (precision, env), part in data.groupby(["precision.name", "env_key"]):
         part = part.sort_values("batching.batch_size")
-        err = [part["j_per_output_token"] - part["j_per_output_token.ci95_low"].fillna(part["j_per_output_token"]),
-               part["j_per_output_token.ci95_high"].fillna(part["j_per_output_token"]) - part["j_per_output_token"]]
+        y = part["j_per_output_token"]
+        low, high = part["j_per_output_token.ci95_low"], part["j_per_output_token.ci95_high"]
+        err = [y - low.astype(float).fillna(y), high.astype(float).fillna(y) - y]
         name = str(precision) if data["env_key"].nunique() == 1 else f"{precision} [{env[:40]}]"
         ax.errorbar(part["batching.batch_size"], part["j_per_output_token"], yerr=err, marker="o",
                     capsize=3, label=name)
@@ -118,6 +119,8 @@ def power_series(study: Study, path_of_run: str, out: Path) -> Outcome:
 
 def all_plots(study: Study, g: pd.DataFrame, out: Path, max_series: int = 12) -> dict[str, list[Outcome]]:
     plots = out / "plots"
+    if g.empty:
+        return {"Plots": ["no ok and valid result: nothing to plot"]}
     made: dict[str, list[Outcome]] = {
         "J per output token vs output tokens/s (Pareto front per backend)":
             [energy_vs_throughput(g, plots / "energy_vs_throughput.png")],

@@ -118,19 +118,30 @@ def _run(job: str, data: dict[str, Any]) -> Run:
     validity = data.get("validity") or {}
     row = {"path": job, "status": data["status"], "valid": validity.get("valid") is True,
            "reason": _reason(data, validity), "config_hash": data.get("config_hash"),
-           "group_hash": group_hash(config), "started_at": data.get("started_at"),
+           "group_hash": group_hash(config), "repeat": config.get("repeat"),
+           "started_at": data.get("started_at"),
            "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
     row.update(flatten(data.get("summary") or {}, "summary."))
     for metric, st in (data.get("statistics") or {}).items():
-        for k in ("n", "mean", "std", "cv", "ci95_low", "ci95_high"):
-            row[f"statistics.{metric}.{k}"] = st.get(k)
+        row.update({f"statistics.{metric}.{k}": v for k, v in st.items() if k != "method"})
     ts = data.get("timeseries") or {}
     row["timeseries_file"] = str(Path(job) / ts["file"]) if ts.get("file") else None
-    run = Run(job, row, flatten({k: v for k, v in config.items() if k not in IGNORED_KEYS}))
+    run = Run(job, row, flat_config(row["group_hash"], config))
     if data["status"] == "ok":
         run.latencies = latencies(data.get("requests") or [])
         run.windows = [(w.get("name"), w.get("start_ns"), w.get("end_ns")) for w in data.get("windows") or []]
     return run
+
+
+_FLAT: dict[str, dict[str, Any]] = {}  # group hash -> flattened config without `repeat`
+
+
+def flat_config(ghash: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Flattened config (dotted keys); repeats of a point share all but `repeat`, so flatten once."""
+    flat = _FLAT.get(ghash)
+    if flat is None:
+        flat = _FLAT[ghash] = flatten({k: v for k, v in config.items() if k not in GROUP_IGNORED})
+    return {**flat, "repeat": config["repeat"]} if "repeat" in config else flat
 
 
 def _reason(data: dict[str, Any], validity: dict[str, Any]) -> Optional[str]:
@@ -166,7 +177,10 @@ def environment_row(env: dict[str, Any], config: dict[str, Any]) -> dict[str, An
 
 def latencies(requests: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Raw per-request TTFT, TPOT, E2E and every inter-token gap, for late aggregation."""
-    out = {k: np.fromiter((r[k] for r in requests if r.get(k) is not None), float) for k in LATENCIES[:3]}
+    out = {}
+    for k in LATENCIES[:3]:
+        values = np.array([r.get(k) for r in requests], dtype=float)
+        out[k] = values[~np.isnan(values)]
     times = [r.get("token_times_s") or [] for r in requests]
     lengths = np.fromiter(map(len, times), int, len(times))
     flat = np.fromiter(itertools.chain.from_iterable(times), float, int(lengths.sum()))

@@ -66,7 +66,7 @@ def environments(study: Study, g: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def excluded(study: Study) -> list[str]:
+def excluded(study: Study, base: Path) -> list[str]:
     ex = study.excluded
     lines = ["## Excluded results", ""]
     if ex.empty:
@@ -75,7 +75,7 @@ def excluded(study: Study) -> list[str]:
               "partial or corrupt):", "", "| job | status | reason |", "|---|---|---|"]
     for _, r in ex.head(MAX_ROWS).iterrows():
         reason = str(r.get("reason") or "").replace("|", "/").replace("\n", " ")[:300]
-        lines.append(f"| `{Path(r['path']).name}` | {r['status']} | {reason} |")
+        lines.append(f"| `{os.path.relpath(r['path'], base)}` | {r['status']} | {reason} |")
     if len(ex) > MAX_ROWS:
         lines.append(f"\n{MAX_ROWS} of {len(ex)} shown; runs.csv has all (status, reason columns).")
     return lines + [""]
@@ -109,7 +109,13 @@ def write_report(study: Study, g: pd.DataFrame, plots: dict, out: Path, inputs) 
              "over every request of every run. The 95% CI is a bootstrap CI of the mean of the per-run values "
              "(`CI over` = runs), or, for a single run, across its cycles (`cycles`).", ""]
     lines += summary_table(g, study.axes) if not g.empty else ["No ok and valid result."]
-    lines += ["", *environments(study, g), *plots_section(plots, out), *excluded(study)]
+    lines += ["", *environments(study, g), *plots_section(plots, out), *excluded(study, _base(inputs))]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _base(inputs) -> Path:
+    """Job paths in the report are relative to the (first) input directory."""
+    first = Path(inputs[0])
+    return first if first.is_dir() else first.parent

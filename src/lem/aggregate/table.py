@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from lem.aggregate.read import Run, find_jobs, problem, read_run
 
@@ -38,24 +40,24 @@ class Study:
 def collect(*paths) -> Study:
     """Read every result under `paths` (sweep dirs, output dirs, trees of them, result files)."""
     files, missing = find_jobs(paths)
-    runs = [read_run(f) for f in files]
+    runs = read_all(files)
     runs += [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
              for d in missing]
-    axes = swept_axes([r.config for r in runs if r.config])
-    rows = []
-    for run in runs:
-        row = dict(run.row)
-        for key in dict.fromkeys([*axes, *LABELS]):
-            row[key] = run.config.get(key)
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    axes = swept_axes(runs)
+    table = pd.DataFrame([r.row for r in runs])
     if table.empty:
         table = pd.DataFrame(columns=[*FIRST, "config_hash", "group_hash", "env_key"])
     for key in dict.fromkeys([*axes, *LABELS]):
-        table[key] = _ints(table[key])
+        table[key] = _ints(pd.Series([r.config.get(key) for r in runs], dtype=object, index=table.index))
     lead = [*FIRST, *dict.fromkeys([*axes, *LABELS])]
     table = table[[*lead, *[c for c in table.columns if c not in lead]]]
     return Study(table, {r.path: r for r in runs}, axes)
+
+
+def read_all(files: list[Path]) -> list[Run]:
+    """Parse every result.json, in this process: on the 2-core machine worker processes were slower
+    (the parsed rows must be pickled back), see benchmarks/aggregate_speed.py."""
+    return [read_run(f) for f in files]
 
 
 def load(*paths) -> pd.DataFrame:
@@ -63,27 +65,28 @@ def load(*paths) -> pd.DataFrame:
     return collect(*paths).table
 
 
-def swept_axes(configs: list[dict]) -> list[str]:
+def swept_axes(runs: list[Run]) -> list[str]:
     """Config keys (dotted) whose values differ across the loaded runs, in config order."""
-    keys = dict.fromkeys(k for c in configs for k in c)
-    axes = []
-    for key in keys:
-        values = {repr(c.get(key)) for c in configs}
-        if len(values) > 1:
-            axes.append(key)
+    with_config = [r for r in runs if r.config]
+    unique = list({r.row["group_hash"]: r.config for r in with_config}.values())  # repeats share one
+    keys = dict.fromkeys(k for c in unique for k in c if k != "repeat")
+    axes = [k for k in keys if len({repr(c.get(k)) for c in unique}) > 1]
+    if len({repr(r.config.get("repeat")) for r in with_config}) > 1:
+        axes.append("repeat")
     return axes
 
 
 def write_table(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
-    """CSV and Parquet; object columns of mixed types become text so Parquet takes them."""
+    """CSV and Parquet (both through Arrow: fast); mixed-type object columns become text."""
     out.mkdir(parents=True, exist_ok=True)
     csv, parquet = out / f"{name}.csv", out / f"{name}.parquet"
-    df.to_csv(csv, index=False)
     clean = df.copy()
     for col in clean.columns:
         if clean[col].dtype == object and _mixed(clean[col]):
-            clean[col] = clean[col].map(lambda v: None if v is None else str(v))
-    clean.to_parquet(parquet, index=False)
+            clean[col] = clean[col].map(lambda v: None if v is None or v != v else str(v))
+    arrow = pa.Table.from_pandas(clean, preserve_index=False)
+    pq.write_table(arrow, parquet)
+    pa_csv.write_csv(arrow, csv)
     return [csv, parquet]
 
 
@@ -92,8 +95,10 @@ def _mixed(col: pd.Series) -> bool:
 
 
 def _ints(col: pd.Series) -> pd.Series:
-    """Integer axes stay integers (nullable) where missing/corrupt runs have no value."""
+    """Axes keep their type: integers stay integers (nullable) where missing/corrupt runs have none."""
     present = col.dropna()
-    if len(present) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+    if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
         return col.astype("Int64")
+    if len(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return col.astype("float64")
     return col
