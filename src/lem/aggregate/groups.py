@@ -154,10 +154,3 @@ def _stats(values: np.ndarray) -> Stats:
     p = np.percentile(values, PERCENTILES)
     return Stats(len(values), float(values.mean()), *map(float, p))
 
-
-def environment_splits(g: pd.DataFrame) -> pd.DataFrame:
-    """Configurations measured in more than one environment: shown apart, never pooled."""
-    if g.empty:
-        return g
-    counts = g.groupby("group_hash")["env_key"].transform("nunique")
-    return g[counts > 1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import matplotlib
 
@@ -143,6 +143,3 @@ def series_plots(study: Study, plots: Path, max_series: int) -> list[Outcome]:
         outcomes.append(f"power series of the first {max_series} of {len(ok)} headline runs only")
     return outcomes
 
-
-def first_note(outcomes: list[Outcome]) -> Optional[str]:
-    return next((o for o in outcomes if isinstance(o, str)), None)
