@@ -128,6 +128,16 @@ class ObjectiveConfig:
 
 
 @dataclass
+class PreflightConfig:
+    """Checks of this machine before a run loads anything (lem.preflight; python -m lem.doctor)."""
+
+    foreign_processes: str = "warn"  # other processes on the run's GPUs: warn | refuse | ignore
+    min_shm_mb: float = 1024.0  # free /dev/shm that vllm and tensorrt need (Docker's default: 64)
+    min_free_disk_mb: float = 1024.0  # free space where the results go
+    cuda_init_timeout_s: float = 60.0  # a CUDA initialisation taking longer is reported as hung
+
+
+@dataclass
 class LemConfig:
     backend: BackendConfig = MISSING
     model: ModelConfig = MISSING
@@ -145,6 +155,10 @@ class LemConfig:
     isolate: bool = True  # run the measurement in a spawned child process
     resume: bool = True  # in a sweep, skip points with an ok result of the same config hash
     dry_run: bool = False  # validate and print the plan; load nothing
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    # per-machine settings, usually set in the optional `local` group (lem.local_config)
+    output_root: str = "."  # outputs/ and multirun/ are created under it
+    slurm_account: Optional[str] = None  # sbatch --account for hydra/launcher=slurm*
 
 
 BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig}
@@ -169,6 +183,10 @@ def register_configs() -> None:
     (`${lem.gpu_count:${gpus}}` maps the run's GPU list to a launcher's GPU request)."""
     if not OmegaConf.has_resolver("lem.gpu_count"):
         OmegaConf.register_new_resolver("lem.gpu_count", gpu_count)
+    if not OmegaConf.has_resolver("lem.config_dir"):
+        from lem.local_config import searchpath_entry
+
+        OmegaConf.register_new_resolver("lem.config_dir", searchpath_entry)
     cs = ConfigStore.instance()
     cs.store(name="lem_schema", node=LemConfig)
     for name, schema in BACKEND_SCHEMAS.items():
@@ -184,7 +202,8 @@ def register_configs() -> None:
 
 
 # Keys that change where results go or how they are shown, not what is measured.
-_NON_SEMANTIC_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective")
+_NON_SEMANTIC_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective",
+                      "preflight", "output_root", "slurm_account")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

@@ -1,6 +1,7 @@
 """One measured run. The order of phases lives here and only here:
 
-validate -> pin devices -> start the instruments (sampler process) -> device idle -> workload
+validate -> pre-flight checks of the machine -> pin devices -> start the instruments (sampler
+process) -> device idle -> workload
 -> load model (its own window) -> settle + engine-ready idle baseline -> warmup to stability
 -> measured cycles (cooldown between) -> analysis -> result.json + timeseries.parquet
 (also when the run fails or is interrupted).
@@ -57,13 +58,15 @@ def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
     result.config_hash = config_hash(result.config)
     validate(cfg, host)
 
-    from lem import devices
+    from lem import devices, preflight
     from lem.instruments import Instruments
 
     cfg.gpus, note = devices.scheduler_gpus(list(cfg.gpus))  # after hashing: same point anywhere
     if note:
         result.warnings.append(note)
         log.warning(note)
+    with _phase(result, "preflight"):  # the machine itself: fails here, with the fix, or warns
+        result.warnings += preflight.enforce(cfg, host, out_dir)
     devices.pin_devices(cfg.gpus)  # before torch starts CUDA
     with _phase(result, "instruments_start"):
         inst = Instruments(cfg, host.nvml_error)
