@@ -28,6 +28,12 @@ def fake_statvfs(free_mb: float, size_mb: float | None = None):
 
 @pytest.fixture
 def replayed_h200(monkeypatch):
+    return replay_h200(monkeypatch)
+
+
+def replay_h200(monkeypatch):
+    """NVML answers as the H200 of the recorded trace (tests/fakes/doctor_nvml.py adds MIG and
+    foreign processes on request)."""
     monkeypatch.setenv("LEM_NVML_MODULE", "tests.fakes.doctor_nvml")
     monkeypatch.setenv("LEM_REPLAY_TRACE", str(TRACE))
     monkeypatch.setenv("LEM_REPLAY_T0_NS", str(time.time_ns()))

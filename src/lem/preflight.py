@@ -255,11 +255,11 @@ def check_disk(out_dir: Path, min_free_mb: float) -> Check:
         return Check("disk", "fail", f"cannot read free space at {where}: {exc.strerror or exc}",
                      "point output_root at a writable directory")
     if free_mb < min_free_mb:
-        return Check("disk", "fail", f"{free_mb:.0f} MiB free at {where}; results need >= "
+        return Check("disk", "fail", f"{free_mb:.0f} MiB free for {out_dir}; results need >= "
                      f"{min_free_mb:.0f} MiB (preflight.min_free_disk_mb)",
                      "free space there, or set output_root=<a roomier directory> (or in the local "
                      "config group)")
-    return Check("disk", "pass", f"{free_mb / 1024:.1f} GiB free at {where}")
+    return Check("disk", "pass", f"{free_mb / 1024:.1f} GiB free for {out_dir}")
 
 
 def existing_ancestor(path: Path) -> Path:
