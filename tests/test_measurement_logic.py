@@ -54,6 +54,24 @@ def test_warmup_stops_when_latencies_are_stable():
     assert report.converged and report.batches == 5 and report.final_cv < 0.05
 
 
+def test_priming_batch_runs_once_first_and_stays_out_of_the_cv():
+    calls = []
+    short = iter([1.0, 1.01, 0.99])
+    report = warm_up(lambda: calls.append("short") or next(short), k=3, cv_threshold=0.05,
+                     max_batches=20, max_s=60, prime=lambda: calls.append("prime") or 9.0)
+    assert calls == ["prime", "short", "short", "short"]
+    assert report.prime_s == 9.0 and report.latencies_s == [1.0, 1.01, 0.99]
+    assert report.converged and report.batches == 4 and report.final_cv < 0.05
+    assert "priming" in report.rule
+
+
+def test_priming_batch_counts_toward_the_batch_bound():
+    report = warm_up(lambda: 1.0, k=3, cv_threshold=0.0, max_batches=3, max_s=60,
+                     prime=lambda: 5.0)
+    assert report.stop_reason == "max_batches" and report.batches == 3
+    assert len(report.latencies_s) == 2
+
+
 def test_warmup_that_never_settles_stops_at_the_bound_and_says_so():
     latencies = iter([1.0, 2.0] * 10)
     report = warm_up(lambda: next(latencies), k=3, cv_threshold=0.05, max_batches=6, max_s=60)

@@ -38,6 +38,33 @@ class PyTorchConfig(BackendConfig):
 
 
 @dataclass
+class VllmConfig(BackendConfig):
+    """Options of vLLM's engine (conf/backend/vllm.yaml). The model, its dtype and quantization,
+    and the tensor-parallel size come from lem's own groups (model, precision, gpus)."""
+
+    name: str = "vllm"
+    gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may take (KV cache)
+    kv_cache_memory_bytes: Optional[int] = None  # fixed KV-cache size; set, it replaces the share
+    max_model_len: Optional[int] = None  # None: the model's context length
+    max_num_seqs: Optional[int] = None  # most sequences in one engine step (None: vLLM's default)
+    max_num_batched_tokens: Optional[int] = None
+    enforce_eager: bool = False  # True: no CUDA graphs / torch.compile (faster start, slower steps)
+    kv_cache_dtype: str = "auto"  # auto | fp8 | fp8_e4m3 | fp8_e5m2 ...
+    block_size: Optional[int] = None
+    # off by default: every cycle repeats the same prompts, and cached prefixes would skip prefill
+    enable_prefix_caching: bool = False
+    enable_chunked_prefill: Optional[bool] = None
+    seed: int = 0
+    trust_remote_code: bool = False
+    in_process: bool = False  # engine core in lem's process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
+    per_token_timestamps: bool = True  # stream: a timestamp per token; False: first/last from metrics
+    detokenize: bool = True  # detokenize outputs as a server would (token counts never use text)
+    engine_state_period_s: float = 0.05  # sample running/waiting/KV-cache use at most this often
+    # any other vllm.EngineArgs keyword; keys that lem's groups own are refused (validate.py)
+    engine_args: Any = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     # tiny: generated locally; random: real architecture shape with random weights; hub: checkpoint
@@ -77,14 +104,32 @@ class DatasetConfig:
 class PrecisionConfig:
     name: str = MISSING
     dtype: str = MISSING  # float32 | float16 | bfloat16: weights (unquantized) and compute
-    quantization: Optional[str] = None  # None | bnb-int8 | bnb-int4
+    # None | bnb-int8 | bnb-int4 (pytorch) | fp8 | int8-weight-only | awq | gptq | compressed-tensors
+    quantization: Optional[str] = None
 
 
 @dataclass
 class BatchingConfig:
     name: str = MISSING
-    strategy: str = "static"  # static | sorted (batches of similar prompt length)
+    strategy: str = "static"  # static | sorted (batches of similar prompt length) | continuous
     batch_size: int = 4
+
+
+@dataclass
+class ContinuousBatchingConfig(BatchingConfig):
+    """Serving-style load (conf/batching/continuous.yaml): requests arrive on a schedule and the
+    engine batches them as they come; batch_size is not used."""
+
+    name: str = "continuous"
+    strategy: str = "continuous"
+    arrival: str = "all_at_once"  # all_at_once | fixed_rate | poisson
+    rate_rps: Optional[float] = None  # requests per second (fixed_rate, poisson)
+    max_concurrency: Optional[int] = None  # at most this many requests in flight (None: no bound)
+    arrival_seed: int = 0  # poisson gaps
+    # goodput: requests meeting every bound that is set, per second
+    slo_ttft_s: Optional[float] = None
+    slo_tpot_s: Optional[float] = None
+    slo_e2e_s: Optional[float] = None
 
 
 @dataclass
@@ -111,7 +156,7 @@ class MeasurementConfig:
     warmup_cv: float = 0.05
     warmup_max_batches: int = 20
     warmup_max_s: float = 60.0
-    warmup_output_len: Optional[int] = None  # tokens per warmup request (None: the dataset's)
+    warmup_output_len: Optional[int] = 32  # tokens per stability batch (None: the dataset's)
     max_temperature_c: float = 85.0  # validity: hotter samples are flagged
     # thermal gap before each job: wait (at most this long) until GPU temperature is steady
     job_gap_max_s: float = 0.0
@@ -161,7 +206,8 @@ class LemConfig:
     slurm_account: Optional[str] = None  # sbatch --account for hydra/launcher=slurm*
 
 
-BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig}
+BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig, "vllm": VllmConfig}
+BATCHING_SCHEMAS: dict[str, type] = {"continuous": ContinuousBatchingConfig}  # by strategy
 GROUP_SCHEMAS: dict[str, type] = {"model": ModelConfig, "dataset": DatasetConfig,
                                   "precision": PrecisionConfig, "batching": BatchingConfig,
                                   "energy": EnergyConfig, "measurement": MeasurementConfig,
@@ -191,6 +237,10 @@ def register_configs() -> None:
     cs.store(name="lem_schema", node=LemConfig)
     for name, schema in BACKEND_SCHEMAS.items():
         cs.store(group="backend", name=f"{name}_schema", node=schema)
+    for name, schema in BATCHING_SCHEMAS.items():
+        cs.store(group="batching", name=f"{name}_schema", node=schema)
+    for name, schema in BATCHING_SCHEMAS.items():
+        cs.store(group="batching", name=f"{name}_schema", node=schema)
     for group, schema in [
         ("model", ModelConfig),
         ("dataset", DatasetConfig),

@@ -28,6 +28,8 @@ from lem.validate import resolve_gpus, validate
 
 log = logging.getLogger(__name__)
 BASELINE_STATE = "engine-ready: CUDA context and model resident, no work (clocks may stay up)"
+SERVING_NO_ATTRIBUTION = ("continuous batching: prefill and decode of different requests share "
+                          "engine steps, so time spans cannot split them")
 
 
 def run(cfg: DictConfig, overrides: list[str], out_dir: Path, job_gap=None) -> Result:
@@ -154,23 +156,29 @@ def _baseline(cfg: DictConfig, inst):
 def _warmup(backend, batches, cfg: DictConfig):
     from lem.warmup import warm_up
 
-    m = cfg.measurement
-    batch = batches[0]
+    m, forced = cfg.measurement, cfg.dataset.force_output_len
+    full = batches[0]
+    short = full
     if m.warmup_output_len:
-        batch = [replace(r, output_len=min(r.output_len, m.warmup_output_len)) for r in batch]
+        short = [replace(r, output_len=min(r.output_len, m.warmup_output_len)) for r in full]
 
-    def run_one() -> float:
+    def timed(batch) -> float:
         t0 = time.perf_counter()
-        backend.generate(batch, cfg.dataset.force_output_len)
+        backend.generate(batch, forced)
         return time.perf_counter() - t0
 
-    return warm_up(run_one, m.warmup_k, m.warmup_cv, m.warmup_max_batches, m.warmup_max_s)
+    # a priming batch only when the stability batches are shorter than the workload's own
+    prime = (lambda: timed(full)) if short != full else None
+    return warm_up(lambda: timed(short), m.warmup_k, m.warmup_cv, m.warmup_max_batches,
+                   m.warmup_max_s, prime)
 
 
 def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[RequestTiming]:
-    from lem.attribution import attribute
+    from lem.attribution import Attribution, attribute
     from lem.cycles import cycle_figures
+    from lem.serving import pooled_serving, serving_figures
 
+    serving = cfg.batching.strategy == "continuous"
     idle_w = getattr(result.baseline, "idle_power_w", None)
     target_c = _baseline_temperature(inst)
     if cfg.gpus:
@@ -184,10 +192,17 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
                                    inst.checkpoint)
         window = inst.recorder.windows[-1]
         spans = [_span_ns(rec, t0_perf, t0_ns) for _, rec in records if rec.token_times_s[0]]
-        attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j)
+        attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j) \
+            if not serving else Attribution(reason=SERVING_NO_ATTRIBUTION)
         timings = _timings(records, t0_perf, c)
         result.cycles.append(cycle_figures(c, timings, window, idle_w, attribution, cooldown_s))
+        if serving:
+            result.cycles[-1]["serving"] = serving_figures(
+                records, timings, window, inst.rows(), list(cfg.gpus), t0_perf, t0_ns, cfg.batching)
         pooled += timings
+    result.serving = pooled_serving(result.cycles) if serving else None
+    if not serving:
+        result.null_reasons["serving"] = "offline batches (batching.strategy is not continuous)"
     return pooled
 
 
@@ -237,9 +252,10 @@ def _cooldown(inst, target_c, m) -> float:
 def _timings(records, t0: float, cycle: int) -> list[RequestTiming]:
     timings = []
     for b, (batch, rec) in enumerate(records):
-        for req, n, times in zip(batch, rec.output_tokens, rec.token_times_s):
+        submits = rec.request_submit_s or [rec.submit_s] * len(batch)  # serving: per request
+        for req, n, times, sub in zip(batch, rec.output_tokens, rec.token_times_s, submits):
             timings.append(RequestTiming(req.index, b, req.input_len, req.output_len, n,
-                                         rec.submit_s - t0, [t - t0 for t in times], cycle))
+                                         sub - t0, [t - t0 for t in times], cycle, rec.per_token))
     return sorted(timings, key=lambda t: (t.cycle, t.index))
 
 

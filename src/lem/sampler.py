@@ -89,7 +89,9 @@ def _sample_loop(gpus: list[int], period_s: float, out, stop) -> None:
     next_t = time.monotonic()
     while not stop.is_set():
         out.put([_read(nvml, g, h, fallback[g]) for g, h in handles])
-        next_t += period_s
+        # after a stall (an overloaded host, a stopped process) resume the period from now
+        # instead of firing a burst of back-to-back reads to catch up
+        next_t = max(next_t + period_s, time.monotonic())
         time.sleep(max(0.0, next_t - time.monotonic()))
     nvml.nvmlShutdown()
 
