@@ -16,12 +16,16 @@ PRESETS = [(group, f.stem) for group in GROUPS
            for f in sorted((lem.paths.conf_dir() / group).glob("*.yaml"))]
 # Options that need a dataset path to compose into a runnable config.
 EXTRA = {("dataset", "hf"): ["dataset.path=/data/prompts"]}
+# vLLM-only options compose with backend=vllm (and, for pre-quantized checkpoints, a hub model)
+EXTRA.update({("batching", "continuous"): ["backend=vllm"], ("precision", "fp8"): ["backend=vllm"],
+              ("precision", "int8-wo"): ["backend=vllm"]})
+EXTRA.update({("precision", q): ["backend=vllm", "model=llama3"] for q in ("awq", "gptq", "w8a8")})
 
 GPU_HOST = HostInfo(
     gpus=[GpuInfo(0, "Fake H100", "GPU-fake-0", (9, 0), 81559.0)],
-    packages={"bitsandbytes": True, "datasets": True},
+    packages={"bitsandbytes": True, "datasets": True, "vllm": True},
 )
-CPU_HOST = HostInfo(nvml_error="NVML unavailable (test)", packages={"datasets": True})
+CPU_HOST = HostInfo(nvml_error="NVML unavailable (test)", packages={"datasets": True, "vllm": True})
 
 
 def _preset_overrides(group: str, name: str) -> list[str]:
@@ -29,7 +33,7 @@ def _preset_overrides(group: str, name: str) -> list[str]:
 
 
 def _needs_gpu(group: str, name: str) -> bool:
-    return name.endswith("-random") or name in ("int8", "int4")
+    return name.endswith("-random") or name in ("int8", "int4", "fp8", "int8-wo")
 
 
 def test_every_group_has_options():

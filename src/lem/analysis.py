@@ -146,7 +146,8 @@ def _null_reasons(result: Result, windows) -> dict[str, str]:
     if s.mbu is None or s.mfu is None:
         reasons["summary.mbu"] = reasons["summary.mfu"] = result.roofline.reason or "not computed"
     if s.itl_s.n == 0:
-        reasons["summary.itl_s"] = "fewer than two output tokens per request: no token gaps"
+        reasons["summary.itl_s"] = ("no token gaps: fewer than two output tokens per request, or "
+                                    "no per-token timestamps (backend.per_token_timestamps=false)")
     return reasons
 
 

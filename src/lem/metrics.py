@@ -40,6 +40,7 @@ class RequestTiming:
     submit_s: float
     token_times_s: list[float]  # absolute within the window, one per output token
     cycle: int = 0
+    per_token: bool = True  # False: token_times_s holds only the first and last token's time
 
     @property
     def ttft_s(self) -> Optional[float]:
@@ -51,15 +52,18 @@ class RequestTiming:
 
     @property
     def itl_s(self) -> list[float]:
+        if not self.per_token:
+            return []  # first and last token only: no gaps between tokens were measured
         t = self.token_times_s
         return [b - a for a, b in zip(t, t[1:])]
 
     @property
     def tpot_s(self) -> Optional[float]:
         """Mean time per output token after the first (decode speed seen by this request)."""
-        if len(self.token_times_s) < 2:
+        n = len(self.token_times_s) if self.per_token else self.output_tokens
+        if n < 2 or len(self.token_times_s) < 2:
             return None
-        return (self.token_times_s[-1] - self.token_times_s[0]) / (len(self.token_times_s) - 1)
+        return (self.token_times_s[-1] - self.token_times_s[0]) / (n - 1)
 
 
 def latency_stats(requests: list[RequestTiming]) -> dict[str, Stats]:

@@ -101,6 +101,9 @@ class Result:
     timeseries: Optional[Any] = None  # TimeseriesInfo: the parquet file next to result.json
     memory: Memory = field(default_factory=Memory)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every request of every cycle
+    # batching=continuous: goodput, steady-state window and its energy, pooled over cycles
+    # (per cycle, with the engine's state over time, in cycles[i]["serving"])
+    serving: Optional[dict[str, Any]] = None
     null_reasons: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

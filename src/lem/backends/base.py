@@ -6,7 +6,7 @@ Backends know nothing of energy meters: the runner owns the measurement windows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from lem.models.source import ModelSource
 from lem.workload import Request
@@ -19,6 +19,12 @@ class BatchRecord:
     submit_s: float
     output_tokens: list[int]  # per request, in batch order, counted from token ids
     token_times_s: list[list[float]]  # per request: when each output token reached the host
+    # serving-style runs: when each request was handed to the engine (None: all at submit_s)
+    request_submit_s: Optional[list[float]] = None
+    # False: token_times_s holds only each request's first and last token time (no token gaps)
+    per_token: bool = True
+    engine_state: Optional[Any] = None  # the engine's own state over time, where it exposes it
+    token_ids: Optional[list[list[int]]] = None  # per request, where the backend returns them
 
 
 @dataclass
