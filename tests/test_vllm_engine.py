@@ -122,3 +122,16 @@ def _pytorch_cfg():
 
 
 _FP32 = type("P", (), {"name": "fp32", "dtype": "float32", "quantization": None})()
+
+
+def test_token_count_parity_between_pytorch_and_vllm_at_natural_lengths(run_lem, tmp_path):
+    work = ["dataset.force_output_len=false", "dataset.num_requests=6", "dataset.output_len=24", *SHORT]
+    runs = {"pytorch": ["backend=pytorch", "gpus=[]", "progress=false"], "vllm": CPU_ENGINE}
+    for name, backend in runs.items():
+        proc = run_lem(*backend, *work, f"hydra.run.dir={tmp_path / name}", timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "lem.parity", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "1 with equal output token counts" in proc.stdout, proc.stdout
+    group = json.loads((tmp_path / "parity.json").read_text())["groups"][0]
+    assert group["backends"] == ["pytorch", "vllm"] and group["requests"] == 6 and group["equal"]

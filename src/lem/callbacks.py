@@ -36,6 +36,10 @@ class SweepSummary(Callback):
               f"{counts['skipped']} skipped, {counts['interrupted']} interrupted"
               + (f", {counts['corrupt']} unreadable" if counts["corrupt"] else "")
               + f" ({sweep_dir})", flush=True)
+        if config.get("parity"):
+            from lem.parity import write_report
+
+            print(write_report([sweep_dir], sweep_dir), flush=True)
 
 
 def count_results(sweep_dir: Path, since: float) -> tuple[Counter, int]:

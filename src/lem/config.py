@@ -204,6 +204,8 @@ class LemConfig:
     # per-machine settings, usually set in the optional `local` group (lem.local_config)
     output_root: str = "."  # outputs/ and multirun/ are created under it
     slurm_account: Optional[str] = None  # sbatch --account for hydra/launcher=slurm*
+    # at the end of a sweep, compare output token counts per request across backends (lem.parity)
+    parity: bool = False
 
 
 BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig, "vllm": VllmConfig}
@@ -253,7 +255,7 @@ def register_configs() -> None:
 
 # Keys that change where results go or how they are shown, not what is measured.
 _NON_SEMANTIC_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective",
-                      "preflight", "output_root", "slurm_account")
+                      "preflight", "output_root", "slurm_account", "parity")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
