@@ -8,11 +8,15 @@ Off = the same sampler process stopped with SIGSTOP (no NVML calls, no CPU), no 
 
 Toggling one process instead of spawning a sampler per repetition keeps process start-up out of
 both modes. Pairs run back to back in alternating order (on-off, off-on, ...) and the statistic
-is the paired slowdown t_on / t_off - 1, whose spread is far smaller than the machine's drift
-between repetitions minutes apart (+-20 % on the H200 host, 2026-11-29).
+is the paired slowdown t_on / t_off - 1. On the H200 host that statistic still spread +-13-18 % for
+generate (host jitter), so `--probes` adds a GPU-bound matmul loop and a host-bound Python loop,
+whose noise is small enough to resolve 1 %, and `--no-edge-reads` separates the fixed cost of
+the two counter reads from the sampler's running cost. Results:
+benchmarks/results/2026-11-30_h200_measurement.md.
 
-    python benchmarks/meter_overhead.py --pairs 40 --batch-sizes 1 16   (on a GPU machine)
-Prints one JSON line per measurement and a summary per batch size (median slowdown, bootstrap
+    python benchmarks/meter_overhead.py --pairs 60 --batch-sizes 1 16      (on a GPU machine)
+    python benchmarks/meter_overhead.py --batch-sizes --probes matmul python --no-edge-reads
+Prints one JSON line per measurement and a summary per workload (median slowdown, bootstrap
 95 % CI of the median, both modes' medians and ranges).
 """
 
@@ -39,20 +43,34 @@ LLAMA3_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
 SETTLE_S = 0.3  # after SIGCONT/SIGSTOP, before the timed generate
 
 
+EDGE_READS = True  # --no-edge-reads: time the sampler alone (lem's own windows read outside)
+
+
 def timed(work, sampler: Sampler, meter_on: bool) -> float:
     os.kill(sampler._proc.pid, signal.SIGCONT if meter_on else signal.SIGSTOP)
     time.sleep(SETTLE_S)
-    meter = NvmlMeter([0]) if meter_on else None
+    meter = NvmlMeter([0]) if meter_on and EDGE_READS else None
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     if meter:
         meter.start()
     work()
     torch.cuda.synchronize()
-    if meter:
+    if meter_on:
         sampler.drain()
+    if meter:
         meter.stop()
     return time.perf_counter() - t0
+
+
+def counter_read_s(reads: int = 50) -> dict:
+    """What one energy-counter read costs the caller (MEASUREMENT.md: ~4 ms on the H200)."""
+    meter, times = NvmlMeter([0]), []
+    for _ in range(reads):
+        t0 = time.perf_counter()
+        meter.start()
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "max": max(times), "reads": reads}
 
 
 def summarise(label: str, times: dict, pairs: list) -> dict:
@@ -125,7 +143,12 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--max-s", type=float, default=480.0,
                     help="stop adding pairs after this (shared equally by the workloads)")
+    ap.add_argument("--no-edge-reads", action="store_true",
+                    help="leave the energy-counter reads out of the timed span")
     a = ap.parse_args()
+    global EDGE_READS
+    EDGE_READS = not a.no_edge_reads
+    print(json.dumps({"counter_read_s": counter_read_s()}), flush=True)
     torch.manual_seed(0)
     with torch.device("cuda"), _no_init_weights():
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**LLAMA3_8B),
