@@ -2,10 +2,10 @@
 
 `enforce()` runs once per run, from the runner, after validation and before the sampler starts
 or a model loads; `python -m lem.doctor` shows the same checks for a configuration without
-running it. Validation (lem.validate) already refuses GPUs that do not exist and options an
-engine cannot honour; the checks here read the machine itself. Each verdict is pass, warn, fail
-or skipped (the vocabulary of lem.validity); every fail names the check, the config key where
-one applies, and the fix. Nothing here imports torch or an engine.
+running it. Validation (lem.validate) already refuses GPUs that do not exist, a backend whose
+engine is not installed and options an engine cannot honour; the checks here read the machine.
+Each verdict is pass, warn, fail or skipped (the vocabulary of lem.validity); every fail names
+the check, the config key where one applies, and the fix. Nothing here imports torch or an engine.
 
 The system is read through seams that tests replace: NVML (LEM_NVML_MODULE), CUDA_PROBE (the
 command that initialises CUDA in a child process), statvfs (the /dev/shm size) and disk_usage.
@@ -34,12 +34,6 @@ statvfs = os.statvfs  # seam: tests fake the size of /dev/shm
 disk_usage = shutil.disk_usage  # seam: tests fake free disk
 CUDA_PROBE = [sys.executable, "-m", "lem.cuda_probe"]  # seam: tests swap in a hanging probe
 
-# The Python module each backend's engine lives in, and how to install it.
-ENGINE_MODULES = {"pytorch": "torch", "vllm": "vllm", "tensorrt": "tensorrt_llm"}
-ENGINE_INSTALL = {"pytorch": "pip install torch (a CUDA build for GPUs)",
-                  "vllm": "pip install 'lem[vllm]', or use the vllm container (README: Containers)",
-                  "tensorrt": "pip install 'lem[tensorrt]', or use the tensorrt container "
-                              "(README: Containers)"}
 # Engines that run worker processes talking through /dev/shm (vLLM's message queues and NCCL,
 # TensorRT-LLM's MPI workers). Docker's default /dev/shm is 64 MB, on which they crash.
 SHM_BACKENDS = ("vllm", "tensorrt")
@@ -87,7 +81,6 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
     """The checks for `cfg` (its `gpus` already resolved to a list) on this machine."""
     gpus, backend, p = list(cfg.gpus), cfg.backend.name, cfg.preflight
     return [
-        check_engine(backend),
         check_torch_cuda(gpus),
         check_cuda(gpus, p.cuda_init_timeout_s),
         check_foreign_processes(gpus, p.foreign_processes),
@@ -97,16 +90,6 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
     ]
 
 
-def check_engine(backend: str) -> Check:
-    module = ENGINE_MODULES.get(backend)
-    if module is None:
-        return Check("engine", "skipped", f"backend={backend} names no known engine module")
-    if importlib.util.find_spec(module) is None:
-        return Check("engine", "fail", f"backend={backend} needs the `{module}` package, which is "
-                     f"not installed in {sys.prefix}", ENGINE_INSTALL[backend])
-    return Check("engine", "pass", f"`{module}` is installed")
-
-
 def check_torch_cuda(gpus: list[int]) -> Check:
     """A CPU-only torch cannot use the GPUs whatever the driver says; read its build without
     importing it (torch/version.py holds `cuda = '12.8'`, or None for a CPU build)."""
@@ -114,7 +97,7 @@ def check_torch_cuda(gpus: list[int]) -> Check:
         return Check("torch_cuda", "skipped", "gpus=[]: a CPU run")
     version, cuda = torch_build()
     if version is None:
-        return Check("torch_cuda", "skipped", "torch is not installed (see the engine check)")
+        return Check("torch_cuda", "skipped", "torch is not installed")
     if cuda is None:
         return Check("torch_cuda", "fail", f"gpus={gpus} but torch {version} is a CPU-only build",
                      "install a CUDA build of torch (pip install torch without `-c constraints.txt`, "
