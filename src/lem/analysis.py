@@ -83,8 +83,11 @@ def _pooled_attribution(result: Result) -> Attribution:
 
 def _roofline(result: Result, cfg, model_info: dict):
     """Decode roofline from the median inter-token gap (one decode step of the whole batch)."""
-    from lem.roofline import decode_roofline
+    from lem.roofline import METHOD, Roofline, decode_roofline
 
+    if cfg.batching.strategy == "continuous":
+        return Roofline(method=METHOD, reason="continuous batching: the batch changes every engine step "
+                        "(serving.engine_state has its size over time); the decode roofline needs one")
     s = result.summary
     gpus = result.environment.get("gpus") or []
     n = max(1, s.num_requests or 0)
