@@ -213,3 +213,21 @@ def test_doctor_imports_no_engine_and_no_torch():
                        cwd=ROOT, env={**os.environ, "HOME": "/nonexistent-home"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "READY" in p.stdout
+
+
+def test_import_flag_catches_an_engine_that_is_installed_but_broken(capsys, monkeypatch, tmp_path):
+    pkg = tmp_path / "lem_test_broken_engine"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.12: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setattr(inventory, "ENGINES", {"pytorch": ("lem_test_broken_engine", "lem-test"),
+                                               "stdlib": ("json", "json")})
+    code, out = run_doctor(capsys, "--import", "gpus=[]")
+    assert code == 1
+    assert "import lem_test_broken_engine" in out and "libcudart.so.12" in out
+    assert "FAIL     engine_import" in out and "use its container" in out
+    assert "import json" in out
+    code, out = run_doctor(capsys, "gpus=[]")  # without --import nothing is imported
+    assert code == 0 and "import lem_test_broken_engine" not in out

@@ -17,14 +17,16 @@ from typing import Optional
 from lem import inventory, local_config, preflight
 from lem.preflight import Check
 
-USAGE = """usage: python -m lem.doctor [OVERRIDE ...]
+USAGE = """usage: python -m lem.doctor [--import] [OVERRIDE ...]
 
 Checks this machine for the run `python -m lem OVERRIDE ...` would make, e.g.
   python -m lem.doctor                                   the default run (gpus=auto)
   python -m lem.doctor backend=vllm gpus=[0]             a vLLM run on GPU 0
   python -m lem.doctor hydra/launcher=slurm gpus=[0]     ... submitted to SLURM
   python -m lem.doctor energy.cpu=rapl                   ... that must measure CPU energy
-Give one value per key (a sweep's most demanding point). Exit 0: ready; 1: something the run
+Give one value per key (a sweep's most demanding point). --import also imports each installed
+engine (in a child process; seconds each), to catch installs that are present but broken.
+Exit 0: ready; 1: something the run
 needs is missing (see the FAIL lines and their fixes); 2: the overrides do not compose."""
 SLURM_LAUNCHERS = ("slurm", "slurm_gpu", "submitit_slurm")
 
@@ -34,7 +36,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
-    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    deep = "--import" in args
+    overrides = [a for a in args if a not in ("-m", "--multirun", "--import")]
     try:
         cfg = compose(overrides)
     except Exception as exc:  # Hydra's composition and override-parsing errors
@@ -49,8 +52,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     nvml = inventory.read_nvml()
     run = " ".join(["python -m lem", *overrides])
     print(f"lem doctor: this machine, for `{run}`" + ("" if overrides else " (the defaults)"))
-    print(render_rows(machine_rows(cfg, nvml)))
-    checks = needs(cfg, host, nvml)
+    imports = inventory.import_rows() if deep else []
+    print(render_rows(machine_rows(cfg, nvml) + imports))
+    checks = needs(cfg, host, nvml) + import_checks(cfg.backend.name, imports)
     print(f"\nWhat this run needs (gpus={list(cfg.gpus)}, backend={cfg.backend.name})")
     print(render_checks(checks))
     failed = [c for c in checks if c.verdict == "fail"]
@@ -133,6 +137,19 @@ def launcher_checks(cfg) -> list[Check]:
         checks += _plugin_check("hydra_plugins.hydra_optuna_sweeper", "hydra/sweeper=optuna",
                                 "pip install 'lem[optuna]'")
     return checks
+
+
+def import_checks(backend: str, imports: list[inventory.Row]) -> list[Check]:
+    """With --import: the run's engine must import, not merely be installed."""
+    module = inventory.ENGINES.get(backend, (None, None))[0]
+    row = next((r for r in imports if r.item == f"import {module}"), None)
+    if row is None:
+        return []
+    if row.state == "ok":
+        return [Check("engine_import", "pass", f"{module} {row.detail}")]
+    return [Check("engine_import", "fail", f"backend={backend}: `import {module}` {row.detail}",
+                  "reinstall the engine with a torch/CUDA it was built for (pip install "
+                  "'lem[<backend>]' in a fresh venv), or use its container (README: Containers)")]
 
 
 def _plugin_check(module: str, what: str, fix: str) -> list[Check]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -131,6 +133,28 @@ def engine_rows() -> list[Row]:
             detail += f", built for CUDA {cuda}" if cuda else ", CPU-only build"
         rows.append(Row(engine, "ok", detail))
     return rows
+
+
+def import_rows(timeout_s: float = 300.0) -> list[Row]:
+    """Import each installed engine for real, each in its own child process (seconds each, and an
+    engine may initialise CUDA while importing: never in doctor's own process)."""
+    return [_import_row(module, timeout_s) for module, _ in ENGINES.values()
+            if importlib.util.find_spec(module) is not None]
+
+
+def _import_row(module: str, timeout_s: float) -> Row:
+    code = f"import {module}; print(getattr({module}, '__version__', '?'))"
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return Row(f"import {module}", "missing", f"did not finish within {timeout_s:g} s")
+    took = f"{time.monotonic() - t0:.1f} s"
+    if p.returncode == 0:
+        return Row(f"import {module}", "ok", f"{p.stdout.strip()} imported in {took}")
+    last = (p.stderr.strip().splitlines() or ["no error output"])[-1]
+    return Row(f"import {module}", "missing", f"fails after {took}: {last[:200]}")
 
 
 def _version(dist: str) -> str:
