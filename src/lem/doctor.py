@@ -44,6 +44,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"lem doctor: the overrides do not compose: {exc}\n(doctor checks one run: give one "
               f"value per key, as `python -m lem` takes them without -m)", file=sys.stderr)
         return 2
+    return examine(cfg, overrides, deep)
+
+
+def examine(cfg, overrides: list[str], deep: bool) -> int:
+    """Print the machine and the run's needs; 1 when one of them fails."""
     from lem.host import probe_host
     from lem.validate import resolve_gpus
 
