@@ -117,7 +117,7 @@ def cuda_row(timeout_s: float) -> Row:
     if answer.get("timeout"):
         return Row("CUDA init", "missing", f"cuInit did not return within {timeout_s:g} s (hung)")
     if not answer.get("ok"):
-        return Row("CUDA init", "missing", preflight._probe_failure(answer))
+        return Row("CUDA init", "missing", preflight.probe_failure(answer))
     return Row("CUDA init", "ok", f"driver API {answer['driver_cuda']}, {answer['devices']} device(s)")
 
 

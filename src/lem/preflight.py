@@ -136,7 +136,7 @@ def check_cuda(gpus: list[int], timeout_s: float) -> Check:
                      "(NVIDIA Container Toolkit; compose GPU reservation or docker run --gpus all); "
                      "if init is only slow, raise preflight.cuda_init_timeout_s")
     if not answer.get("ok"):
-        return Check("cuda", "fail", f"gpus={gpus} but CUDA is not usable: {_probe_failure(answer)}",
+        return Check("cuda", "fail", f"gpus={gpus} but CUDA is not usable: {probe_failure(answer)}",
                      "install the NVIDIA driver, or in a container start it with GPU access (NVIDIA "
                      "Container Toolkit; compose GPU reservation or docker run --gpus all); "
                      "or set gpus=[] for a CPU run")
@@ -159,7 +159,7 @@ def cuda_probe(timeout_s: float, env: Optional[dict] = None) -> dict:
         return {"ok": False, "stage": "crash", "error": f"exit {p.returncode}: {p.stderr.strip()[-300:]}"}
 
 
-def _probe_failure(answer: dict) -> str:
+def probe_failure(answer: dict) -> str:
     stage, error = answer.get("stage"), answer.get("error")
     if stage == "load":
         return f"no NVIDIA driver library here ({error})"
