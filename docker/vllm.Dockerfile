@@ -3,8 +3,9 @@
 #   docker compose run --rm vllm python -m lem.doctor backend=vllm gpus=[0]
 #   docker compose run --rm vllm python -m lem backend=vllm model=llama3-8b-random gpus=[0]
 # vLLM's workers talk through /dev/shm: run it with ipc: host or a large shm_size (compose.yaml
-# does), never Docker's 64 MB default. BASE_IMAGE: a vllm/vllm-openai:v<version> tag.
-ARG BASE_IMAGE=vllm/vllm-openai:v0.33.0
+# does), never Docker's 64 MB default. BASE_IMAGE: a vllm/vllm-openai:v<version> tag; lem is
+# tested against vLLM 0.32 (pyproject's vllm extra).
+ARG BASE_IMAGE=vllm/vllm-openai:v0.32.0
 
 # Stage 1: lem's wheel, built from the source tree (only the runtime stage ships).
 FROM python:3.12-slim AS wheel
