@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,15 @@ def test_real_tiny_sweep_to_report(run_lem, tmp_path):
     assert "| g0 | fp32" in report or "| g0 | bf16" in report
     assert "no configuration has measured energy" in report  # CPU: said, not plotted
     assert (tmp_path / "sweep" / "plots" / "latency.png").stat().st_size > 1000
+    # a job that never started leaves no directory: multirun.yaml's plan still names it
+    shutil.rmtree(next((tmp_path / "sweep").glob("*precision=bf16*")))
+    study = collect(tmp_path / "sweep")
+    never = study.table[study.table["reason"].fillna("").str.startswith("never started")]
+    assert len(never) == 1 and never.iloc[0]["status"] == "missing"
+    assert "precision=bf16" in never.iloc[0]["reason"] and "hydra.sweep.dir=" in never.iloc[0]["reason"]
+    # a sweeper that picks points as it goes has no plan: said, not guessed
+    plan = tmp_path / "sweep" / "multirun.yaml"
+    plan.write_text(plan.read_text().replace("basic_sweeper.BasicSweeper", "optuna_sweeper.OptunaSweeper"))
+    study = collect(tmp_path / "sweep")
+    assert not study.table["reason"].fillna("").str.startswith("never started").any()
+    assert study.notes and "OptunaSweeper" in study.notes[0]

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -69,7 +70,9 @@ def flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dict[str,
     """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (shown as JSON text in tables)."""
     out = {} if out is None else out
     for key, value in obj.items():
-        name = f"{prefix}{key}"
+        # interned: the rows of 10,000 runs share their key strings, in memory and when a
+        # parsing worker pickles them back (pickle shares identical objects)
+        name = sys.intern(f"{prefix}{key}")
         if isinstance(value, dict) and value:
             flatten(value, name + ".", out)
         else:
@@ -123,7 +126,7 @@ def _run(job: str, data: dict[str, Any]) -> Run:
            "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
     row.update(flatten(data.get("summary") or {}, "summary."))
     for metric, st in (data.get("statistics") or {}).items():
-        row.update({f"statistics.{metric}.{k}": v for k, v in st.items() if k != "method"})
+        row.update({sys.intern(f"statistics.{metric}.{k}"): v for k, v in st.items() if k != "method"})
     ts = data.get("timeseries") or {}
     row["timeseries_file"] = str(Path(job) / ts["file"]) if ts.get("file") else None
     run = Run(job, row, flat_config(row["group_hash"], config))

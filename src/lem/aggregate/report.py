@@ -70,7 +70,7 @@ def excluded(study: Study, base: Path) -> list[str]:
     ex = study.excluded
     lines = ["## Excluded results", ""]
     if ex.empty:
-        return lines + ["None: every result is ok and valid.", ""]
+        return lines + ["None: every result is ok and valid.", ""] + unchecked(study)
     lines += [f"{len(ex)} results are not in the headline numbers (non-ok status, invalid, missing, "
               "partial or corrupt):", "", "| job | status | reason |", "|---|---|---|"]
     for _, r in ex.head(MAX_ROWS).iterrows():
@@ -78,7 +78,11 @@ def excluded(study: Study, base: Path) -> list[str]:
         lines.append(f"| `{os.path.relpath(r['path'], base)}` | {r['status']} | {reason} |")
     if len(ex) > MAX_ROWS:
         lines.append(f"\n{MAX_ROWS} of {len(ex)} shown; runs.csv has all (status, reason columns).")
-    return lines + [""]
+    return lines + [""] + unchecked(study)
+
+
+def unchecked(study: Study) -> list[str]:
+    return [f"- not checked: {note}" for note in study.notes] + [""] * bool(study.notes)
 
 
 def plots_section(plots: dict, out: Path) -> list[str]:

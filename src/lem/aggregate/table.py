@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -15,6 +18,8 @@ from lem.aggregate.read import Run, find_jobs, problem, read_run
 # named in every table and plot even when not swept: they say what a configuration is
 LABELS = ("backend.name", "model.name", "precision.name", "batching.batch_size")
 FIRST = ("path", "status", "valid", "reason")
+PARALLEL_MIN_FILES = 400  # below this, starting workers costs more than it saves
+CHUNK_FILES = 250
 
 
 @dataclass
@@ -24,6 +29,7 @@ class Study:
     table: pd.DataFrame
     runs: dict[str, Run] = field(default_factory=dict)  # by path
     axes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
     @property
     def headline(self) -> pd.DataFrame:
@@ -43,6 +49,8 @@ def collect(*paths) -> Study:
     runs = read_all(files)
     runs += [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
              for d in missing]
+    never, notes = never_started(paths)
+    runs += never
     axes = swept_axes(runs)
     table = pd.DataFrame([r.row for r in runs])
     if table.empty:
@@ -51,12 +59,41 @@ def collect(*paths) -> Study:
         table[key] = _ints(pd.Series([r.config.get(key) for r in runs], dtype=object, index=table.index))
     lead = [*FIRST, *dict.fromkeys([*axes, *LABELS])]
     table = table[[*lead, *[c for c in table.columns if c not in lead]]]
-    return Study(table, {r.path: r for r in runs}, axes)
+    return Study(table, {r.path: r for r in runs}, axes, notes)
 
 
-def read_all(files: list[Path]) -> list[Run]:
-    """Parse every result.json, in this process: on the 2-core machine worker processes were slower
-    (the parsed rows must be pickled back), see benchmarks/aggregate_speed.py."""
+def never_started(paths) -> tuple[list[Run], list[str]]:
+    """A `missing` row per job a sweep's multirun.yaml planned that has no directory at all."""
+    from lem.aggregate.plan import sweep_dirs, unstarted
+
+    runs, notes = [], []
+    for sweep in sweep_dirs(paths):
+        jobs, note = unstarted(sweep)
+        notes += [note] if note else []
+        runs += [problem(f"{sweep}/<never started: {' '.join(job)}>", "missing",
+                         f"never started: multirun.yaml planned this job ({' '.join(job)}) but it has "
+                         f"no directory (the sweep was cut short: rerun it with hydra.sweep.dir={sweep} and only "
+                         "the points without an ok result run)")
+                 for job in jobs]
+    return runs, notes
+
+
+def read_all(files: list[Path], workers: Optional[int] = None) -> list[Run]:
+    """Parse every result.json: in chunks over forked worker processes when there are many.
+
+    Parsing (orjson, flattening, raw latencies) is pure CPU and per file; on the 2-core machine two
+    workers cut 10,000 files from 5.8 s to about half (benchmarks/aggregate_speed.py). Forked, so
+    no worker re-imports anything; sequential where fork is unavailable or the tree is small.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers < 2 or len(files) < PARALLEL_MIN_FILES or "fork" not in mp.get_all_start_methods():
+        return [read_run(f) for f in files]
+    chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+    with mp.get_context("fork").Pool(workers) as pool:
+        return [run for part in pool.imap(_read_chunk, chunks) for run in part]
+
+
+def _read_chunk(files: list[Path]) -> list[Run]:
     return [read_run(f) for f in files]
 
 
