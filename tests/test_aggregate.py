@@ -179,8 +179,11 @@ def test_aggregation_never_imports_torch():
 @pytest.mark.slow
 def test_real_tiny_sweep_to_report(run_lem, tmp_path):
     proc = run_lem("-m", "precision=fp32,bf16", "dataset.num_requests=2", "measurement.cycles=2",
-                   "progress=false", "hydra.sweep.dir=sweep")
+                   "progress=false", "hydra.sweep.dir=sweep", "hydra/callbacks=aggregate")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the end-of-sweep callback already aggregated; the CLI below writes the same files again
+    assert "lem aggregate: " in proc.stdout and (tmp_path / "sweep" / "report.md").is_file()
+    (tmp_path / "sweep" / "report.md").unlink()
     agg = subprocess.run([sys.executable, "-m", "lem.aggregate", "sweep"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert agg.returncode == 0, agg.stderr[-2000:]

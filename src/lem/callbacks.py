@@ -61,3 +61,25 @@ def _finished_before(r: dict, since: float) -> bool:
         return datetime.fromisoformat(r["finished_at"]).timestamp() < since - 1
     except (KeyError, TypeError, ValueError):
         return False
+
+
+class AggregateAtEnd(Callback):
+    """`+hydra/callbacks=aggregate`: run `python -m lem.aggregate <sweep dir>` once the sweep ends.
+
+    A separate callback (not a config key) so it changes no run's config or hash. Whatever goes
+    wrong in the aggregation is printed, never turned into a failed sweep: the results are there.
+    """
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if config.get("dry_run"):
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            from lem.aggregate import aggregate
+
+            started = time.perf_counter()
+            report = aggregate(sweep_dir)
+            print(f"lem aggregate: {report} ({time.perf_counter() - started:.1f} s)", flush=True)
+        except Exception as e:  # the sweep's own outcome stands; say how to retry
+            print(f"lem aggregate failed ({type(e).__name__}: {e}); retry with "
+                  f"python -m lem.aggregate {sweep_dir}", flush=True)
