@@ -30,7 +30,9 @@ RUN python3 -m pip list --format=freeze > /tmp/base.txt \
 RUN groupadd --non-unique --gid "${GID}" lem \
  && useradd --non-unique --uid "${UID}" --gid "${GID}" --create-home --shell /bin/bash lem \
  && install -d -o "${UID}" -g "${GID}" /cache/huggingface /cache/lem /results
-ENV HOME=/home/lem \
+# which engine this image carries: lem's pre-flight routes other backends to their own image
+ENV LEM_CONTAINER=vllm \
+    HOME=/home/lem \
     HF_HOME=/cache/huggingface \
     LEM_CACHE_DIR=/cache/lem \
     LEM_OUTPUT_ROOT=/results \

@@ -64,6 +64,8 @@ def test_image_is_multi_stage_from_the_official_base_and_runs_as_non_root(engine
     assert froms[-1].startswith("${BASE_IMAGE}")
     assert args["BASE_IMAGE"].startswith(OFFICIAL_BASES[engine]), args["BASE_IMAGE"]
     assert {"UID", "GID"} <= set(args), "uid/gid build args, to match the host's user"
+    env = " ".join(a for op, a in ins if op == "ENV")
+    assert f"LEM_CONTAINER={engine} " in env, "pre-flight tells a run in the wrong image by it"
     user = [a for op, a in ins if op == "USER"][-1]
     assert user == "${UID}:${GID}" and args["UID"] != "0"
 

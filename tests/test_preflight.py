@@ -167,6 +167,16 @@ def test_tensorrt_warns_on_unlisted_and_passes_hopper():
     assert preflight.check_tensorrt_arch("vllm", [0], host_with((7, 0))).verdict == "skipped"
 
 
+def test_a_backend_in_another_engines_container_is_routed_to_its_own(monkeypatch):
+    monkeypatch.setenv("LEM_CONTAINER", "pytorch")
+    c = preflight.check_container("vllm")
+    assert c.verdict == "warn" and "lem-pytorch" in c.detail
+    assert "docker compose run --rm vllm python -m lem backend=vllm" in c.fix
+    assert preflight.check_container("pytorch").verdict == "pass"
+    monkeypatch.delenv("LEM_CONTAINER")
+    assert preflight.check_container("vllm").verdict == "skipped"
+
+
 def test_full_disk_fails_naming_the_key_and_output_root(monkeypatch, tmp_path):
     monkeypatch.setattr(preflight, "disk_usage", lambda p: SimpleNamespace(free=100 * MIB))
     c = preflight.check_disk(tmp_path / "outputs" / "2026-11-30" / "job", 1024)

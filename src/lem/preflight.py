@@ -86,6 +86,7 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
         check_foreign_processes(gpus, p.foreign_processes),
         check_shm(backend, p.min_shm_mb),
         check_tensorrt_arch(backend, gpus, host),
+        check_container(backend),
         check_disk(out_dir, p.min_free_disk_mb),
     ]
 
@@ -228,6 +229,20 @@ def check_tensorrt_arch(backend: str, gpus: list[int], host: HostInfo) -> Check:
                      "if engine builds fail, use backend=vllm")
     ccs = sorted({g.compute_capability for g in found.values()})
     return Check("tensorrt_arch", "pass", f"compute capability {ccs} is supported by TensorRT-LLM")
+
+
+def check_container(backend: str) -> Check:
+    """lem's images say which engine they carry (ENV LEM_CONTAINER); a run of another backend in
+    one is routed to the wrong container (its engine is missing, or not the one pinned for it)."""
+    image = os.environ.get("LEM_CONTAINER")
+    if not image:
+        return Check("container", "skipped", "not in one of lem's containers")
+    if image == backend:
+        return Check("container", "pass", f"backend={backend} in the lem-{image} container")
+    return Check("container", "warn", f"backend={backend} in the lem-{image} container, which is "
+                 f"built for backend={image}",
+                 f"run it in its own container: docker compose run --rm {backend} python -m lem "
+                 f"backend={backend} ...")
 
 
 def check_disk(out_dir: Path, min_free_mb: float) -> Check:
