@@ -220,6 +220,7 @@ def test_enforce_lists_every_failure_at_once(compose, monkeypatch, tmp_path):
     assert [c.name for c in err.value.failed] == ["torch_cuda", "cuda", "disk"]
     msg = str(err.value)
     assert "[torch_cuda]" in msg and "[cuda]" in msg and "[disk]" in msg and msg.count("fix:") == 3
+    assert "python -m lem.doctor" in msg
 
 
 def test_enforce_returns_warnings(compose, replayed_h200, monkeypatch, tmp_path):

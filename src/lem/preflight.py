@@ -62,7 +62,8 @@ class PreflightError(RuntimeError):
     def __init__(self, failed: list[Check]):
         self.failed = failed
         lines = "\n".join(f"  - {c.line()}" for c in failed)
-        super().__init__(f"pre-flight failed ({len(failed)} check(s)); nothing was loaded:\n{lines}")
+        super().__init__(f"pre-flight failed ({len(failed)} check(s)); nothing was loaded:\n{lines}\n"
+                         f"  (python -m lem.doctor with the same overrides shows the whole machine)")
 
 
 def enforce(cfg, host: HostInfo, out_dir: Path) -> list[str]:
