@@ -16,7 +16,8 @@ import lem
 from lem.nvml import text as nvml_text
 
 _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
-             "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST", "OMP_NUM_THREADS")
+             "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST", "OMP_NUM_THREADS",
+             "LEM_CONTAINER")  # which of lem's images the run was in (docker/*.Dockerfile)
 _LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "hydra-core", "omegaconf",
               "nvidia-ml-py", "bitsandbytes", "vllm", "tensorrt-llm", "flash-attn")
 
