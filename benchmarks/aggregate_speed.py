@@ -3,7 +3,7 @@
 Each result.json is the real H200 result in benchmarks/results, with its config, environment,
 summary, statistics, cycles and per-request token times varied (16 requests x 96 tokens: ~50 KB,
 the size of real results). 2,000 configurations x 5 repeats, a few failed, invalid and corrupt
-ones, and a synthetic timeseries.parquet for the runs of the first sweep (the CLI plots 12).
+ones, and a synthetic timeseries.parquet for every run of the first sweep (the CLI plots 12).
 
     python benchmarks/aggregate_speed.py [--n 10000] [--repeats 5] [--keep DIR]
 
@@ -90,7 +90,7 @@ def make_tree(root: Path, n: int, repeats: int) -> Path:
         if i % 1000 == 3:
             (job / "result.json").write_text("{truncated")
             continue
-        if i < 20:
+        if i < PER_SWEEP:  # as from a GPU sweep: the first 12 headline runs all have a series
             power_series(job, r)
         else:
             r["timeseries"]["file"] = None

@@ -143,8 +143,8 @@ def test_power_series_plot_when_timeseries_present(tmp_path):
     pd.DataFrame({"t_ns": np.arange(0, 4_000_000_000, 100_000_000), "gpu": 0, "power_w": 300.0}).to_parquet(
         job / "timeseries.parquet")
     report = aggregate(tmp_path / "s", n_resamples=99).read_text()
-    assert (tmp_path / "s" / "plots" / "power_00.png").stat().st_size > 1000
-    assert "plots/power_00.png" in report
+    assert (tmp_path / "s" / "plots" / "power.png").stat().st_size > 1000
+    assert "plots/power.png" in report
 
 
 def test_compare_matches_by_config_ignoring_repeat_and_flags_ci_overlap(tmp_path):

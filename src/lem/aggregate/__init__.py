@@ -6,6 +6,7 @@ groups as CSV and Parquet, the plots and report.md. Never imports torch or an en
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from pathlib import Path
 
 from lem.aggregate.table import Study, collect, load, write_table
@@ -20,6 +21,8 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
 
     out = Path(out) if out else default_out(paths)
     study = collect(*paths)
+    # the per-run power plots need no groups: drawn in a forked process while groups are computed
+    series = SeriesPlots(study, out / "plots", max_series) if plots else None
     g = groups(study, n_resamples)
     write_table(study.table, out, "runs")
     write_table(g, out, "groups")
@@ -27,8 +30,42 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
     if plots:
         from lem.aggregate.plots import all_plots
 
-        made = all_plots(study, g, out, max_series)
+        made = all_plots(study, g, out, series.outcomes())
     return write_report(study, g, made, out, paths)
+
+
+class SeriesPlots:
+    """plots.series_plots in a forked child (the study is inherited, not pickled); inline where
+    fork is unavailable. outcomes() waits for it and returns what it drew, or why not."""
+
+    def __init__(self, study: Study, plots_dir: Path, max_series: int):
+        self.args = (study, plots_dir, max_series)
+        self.proc = None
+        if "fork" in mp.get_all_start_methods():
+            ctx = mp.get_context("fork")
+            self.recv, send = ctx.Pipe(duplex=False)
+            self.proc = ctx.Process(target=_series_child, args=(send, *self.args), daemon=True)
+            self.proc.start()
+            send.close()
+
+    def outcomes(self) -> list:
+        from lem.aggregate.plots import series_plots
+
+        if self.proc is None:
+            return series_plots(*self.args)
+        try:
+            result = self.recv.recv()
+        except EOFError:  # the child died: draw here instead, so a crash shows its traceback
+            result = None
+        self.proc.join()
+        return series_plots(*self.args) if result is None else result
+
+
+def _series_child(send, study, plots_dir, max_series) -> None:
+    from lem.aggregate.plots import series_plots
+
+    send.send(series_plots(study, plots_dir, max_series))
+    send.close()
 
 
 def default_out(paths) -> Path:

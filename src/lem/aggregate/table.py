@@ -72,8 +72,8 @@ def never_started(paths) -> tuple[list[Run], list[str]]:
         notes += [note] if note else []
         runs += [problem(f"{sweep}/<never started: {' '.join(job)}>", "missing",
                          f"never started: multirun.yaml planned this job ({' '.join(job)}) but it has "
-                         f"no directory (the sweep was cut short: rerun it with hydra.sweep.dir={sweep} and only "
-                         "the points without an ok result run)")
+                         f"no directory (the sweep was cut short: rerun it with hydra.sweep.dir={sweep}; "
+                         "only the points without an ok result run)")
                  for job in jobs]
     return runs, notes
 
