@@ -96,8 +96,15 @@ def _roofline(result: Result, cfg, model_info: dict):
         gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
         param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
         arch=model_info["arch"], batch_size=cfg.batching.batch_size,
-        # the PyTorch backend shards layers over GPUs (they take turns), so one GPU's peak applies
-        mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=1)
+        mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=_roofline_gpus(result))
+
+
+def _roofline_gpus(result: Result) -> int:
+    """GPUs that share one decode step: under tensor parallelism all of them at once; a
+    device_map split takes turns layer by layer, and data parallel runs whole steps per GPU, so
+    one GPU's peak applies there."""
+    p = result.parallel or {}
+    return p.get("size", 1) if p.get("mode") == "tensor" else 1
 
 
 def _memory_used(result: Result, inst, windows) -> None:
@@ -125,6 +132,7 @@ def _validity(result: Result, cfg, windows, inst):
         checks.temperature(windows, cfg.measurement.max_temperature_c),
         checks.foreign_processes(foreign_gpu_processes(inst.gpus) if inst.sampler else None),
         checks.tokens(result.requests, forced),
+        checks.idle_gpu_in_group(windows, getattr(result.baseline, "idle_power_per_gpu_w", None)),
     ])
 
 
@@ -168,5 +176,6 @@ def _request_dict(t: RequestTiming) -> dict[str, Any]:
             "requested_output_tokens": t.requested_output_tokens,
             "output_tokens": t.output_tokens, "submit_s": t.submit_s, "ttft_s": t.ttft_s,
             "tpot_s": t.tpot_s, "e2e_s": t.e2e_s,
-            "token_times_s": [round(x, 6) for x in t.token_times_s]}
+            "token_times_s": [round(x, 6) for x in t.token_times_s],
+            **({"worker": t.worker} if t.worker is not None else {})}
 

@@ -35,6 +35,9 @@ class PyTorchConfig(BackendConfig):
     torch_compile: bool = False  # torch.compile the forward before the warmup
     cache_implementation: Optional[str] = None  # None (dynamic) | static | offloaded ...
     trust_remote_code: bool = False
+    # None: one process; data: one worker per GPU, batches dealt out; tensor: tp_plan="auto"
+    parallel: Optional[str] = None
+    parallel_size: Optional[int] = None  # workers on the CPU (gpus=[]); GPU runs: len(gpus)
 
 
 @dataclass

@@ -41,6 +41,7 @@ class RequestTiming:
     token_times_s: list[float]  # absolute within the window, one per output token
     cycle: int = 0
     per_token: bool = True  # False: token_times_s holds only the first and last token's time
+    worker: Optional[int] = None  # data parallel: the rank that ran it
 
     @property
     def ttft_s(self) -> Optional[float]:

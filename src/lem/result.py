@@ -104,6 +104,9 @@ class Result:
     # batching=continuous: goodput, steady-state window and its energy, pooled over cycles
     # (per cycle, with the engine's state over time, in cycles[i]["serving"])
     serving: Optional[dict[str, Any]] = None
+    # backend.parallel: the mode and which worker (rank) drove which physical GPUs; requests name
+    # the rank that ran them (`worker`); per-GPU energy is in windows[].gpus and the summary
+    parallel: Optional[dict[str, Any]] = None
     null_reasons: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

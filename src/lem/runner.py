@@ -94,6 +94,9 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
         log.info("loading model=%s (%s) on gpus=%s", source.name, source.kind, list(cfg.gpus))
         with _phase(result, "model_load"), inst.recorder.window("model_load"):
             result.precision = backend.load(source, cfg.precision, list(cfg.gpus))
+        result.parallel = backend.describe() if hasattr(backend, "describe") else None
+        if result.parallel is None:
+            result.null_reasons["parallel"] = "one process drives the run (backend.parallel=null)"
         result.environment = snapshot(list(cfg.gpus))
         with _phase(result, "settle_and_baseline"):
             result.baseline = _baseline(cfg, inst)
@@ -211,11 +214,19 @@ def _run_batches(backend, batches, cfg: DictConfig, desc: str, on_batch=lambda: 
 
     progress = tqdm(total=sum(len(b) for b in batches), unit="req", desc=desc,
                     disable=not cfg.progress)
-    records = []
-    for batch in batches:
-        records.append((batch, backend.generate(batch, cfg.dataset.force_output_len)))
-        on_batch()
-        progress.update(len(batch))
+    forced = cfg.dataset.force_output_len
+    if hasattr(backend, "generate_all"):  # data parallel: batches run side by side on workers
+        def done(i: int) -> None:
+            on_batch()
+            progress.update(len(batches[i]))
+
+        records = list(zip(batches, backend.generate_all(batches, forced, done)))
+    else:
+        records = []
+        for batch in batches:
+            records.append((batch, backend.generate(batch, forced)))
+            on_batch()
+            progress.update(len(batch))
     progress.close()
     return records
 
@@ -255,7 +266,8 @@ def _timings(records, t0: float, cycle: int) -> list[RequestTiming]:
         submits = rec.request_submit_s or [rec.submit_s] * len(batch)  # serving: per request
         for req, n, times, sub in zip(batch, rec.output_tokens, rec.token_times_s, submits):
             timings.append(RequestTiming(req.index, b, req.input_len, req.output_len, n,
-                                         sub - t0, [t - t0 for t in times], cycle, rec.per_token))
+                                         sub - t0, [t - t0 for t in times], cycle, rec.per_token,
+                                         rec.worker))
     return sorted(timings, key=lambda t: (t.cycle, t.index))
 
 

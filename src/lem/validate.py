@@ -147,6 +147,38 @@ def _pytorch(cfg, host: HostInfo) -> list[str]:
     if b.device_map is not None and cfg.model.source == "random":
         problems.append("backend.device_map cannot place a random-weight model (it is built in "
                         "place on gpus[0]); leave backend.device_map=null")
+    return problems + _parallel(cfg)
+
+
+PARALLEL_MODES = (None, "data", "tensor")
+
+
+def _parallel(cfg) -> list[str]:
+    """backend.parallel: the GPU list decides the number of workers; on the CPU parallel_size."""
+    b, gpus = cfg.backend, list(cfg.gpus)
+    if b.parallel not in PARALLEL_MODES:
+        return [f"backend.parallel={b.parallel} is unknown; choose one of {PARALLEL_MODES}"]
+    if b.parallel is None:
+        return [] if b.parallel_size is None else [
+            "backend.parallel_size only applies with backend.parallel=data|tensor; unset it"]
+    problems = []
+    if b.device_map is not None:
+        problems.append(f"backend.parallel={b.parallel} places the model itself; leave "
+                        "backend.device_map=null")
+    if gpus and len(gpus) < 2:
+        problems.append(f"backend.parallel={b.parallel} needs at least two GPUs, got gpus={gpus}; "
+                        "list them (gpus=[0,1]) or set backend.parallel=null")
+    if gpus and b.parallel_size not in (None, len(gpus)):
+        problems.append(f"backend.parallel_size={b.parallel_size} but gpus={gpus}: on GPUs the "
+                        "GPU list sets the size; leave backend.parallel_size=null")
+    if not gpus and (b.parallel_size or 0) < 2:
+        problems.append(f"backend.parallel={b.parallel} on the CPU (gpus=[]) needs "
+                        "backend.parallel_size >= 2 (the number of worker processes)")
+    if b.parallel == "tensor" and cfg.model.source == "random":
+        problems.append("backend.parallel=tensor loads shards with transformers' "
+                        "from_pretrained(tp_plan='auto'), which needs a checkpoint; a random-weight "
+                        "model is built in place: use a hub model or model=tiny, or "
+                        "backend.parallel=data")
     return problems
 
 

@@ -111,3 +111,34 @@ def coverage(windows, min_coverage: float = 0.9) -> Check:
     if low:
         return Check("sample_coverage", "warn", f"windows thinly sampled: {low}")
     return Check("sample_coverage", "pass", f"samples cover >= {min_coverage:.0%} of every window")
+
+
+def idle_gpu_in_group(windows, idle_w_per_gpu: dict | None, share: float = 0.1,
+                      floor_w: float = 5.0) -> Check:
+    """In a multi-GPU run, a GPU whose power above its own engine-ready idle stayed under `share`
+    of the busiest GPU's over the measured cycles did (almost) none of the work: the energy is
+    still measured, but the group's size is not what the numbers suggest."""
+    cycles = [w for w in windows if w.name.startswith("cycle_")]
+    gpus = sorted({g.index for w in cycles for g in w.gpus})
+    if len(gpus) < 2:
+        return Check("idle_gpu_in_group", "skipped", "fewer than two GPUs")
+    idle = {int(k): v for k, v in (idle_w_per_gpu or {}).items() if v is not None}
+    if set(gpus) - set(idle):
+        return Check("idle_gpu_in_group", "skipped", "no engine-ready idle power for every GPU")
+    dynamic = {gpu: _mean_power(cycles, gpu) - idle[gpu] for gpu in gpus}
+    busiest = max(dynamic.values())
+    if busiest < floor_w:
+        return Check("idle_gpu_in_group", "skipped",
+                     f"no GPU rose {floor_w} W above its idle: too little work to compare GPUs")
+    idle_ones = [f"GPU {g}: {d:.1f} W above idle vs {busiest:.1f} W" for g, d in dynamic.items()
+                 if d < share * busiest]
+    if idle_ones:
+        return Check("idle_gpu_in_group", "warn", "GPU(s) of the group stayed near idle during the "
+                     f"cycles (check backend.parallel / device_map): {idle_ones}")
+    return Check("idle_gpu_in_group", "pass", "every GPU worked: " + ", ".join(
+        f"GPU {g} +{d:.0f} W" for g, d in dynamic.items()))
+
+
+def _mean_power(windows, gpu: int) -> float:
+    energy = sum(g.energy_j or 0.0 for w in windows for g in w.gpus if g.index == gpu)
+    return energy / sum(w.duration_s for w in windows)

@@ -25,6 +25,7 @@ class BatchRecord:
     per_token: bool = True
     engine_state: Optional[Any] = None  # the engine's own state over time, where it exposes it
     token_ids: Optional[list[list[int]]] = None  # per request, where the backend returns them
+    worker: Optional[int] = None  # data parallel: the rank (worker process) that ran the batch
 
 
 @dataclass

@@ -29,11 +29,20 @@ class PyTorchBackend:
         self.eos_ids: set[int] = set()
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo:
+    def load(self, source: ModelSource, precision, gpus: list[int],
+             tensor_parallel: bool = False) -> PrecisionInfo:
+        """`tensor_parallel`: this process is one rank of a torch.distributed group
+        (lem.backends.parallel) and loads its shard through transformers' tp_plan="auto"."""
+        import os
+
         import torch
 
         self.gpus = list(gpus)
-        self.device = torch.device("cuda:0" if gpus else "cpu")
+        self.tensor_parallel = tensor_parallel
+        rank = int(os.environ.get("LOCAL_RANK", 0)) if tensor_parallel else 0
+        self.device = torch.device(f"cuda:{rank}" if gpus else "cpu")
+        if gpus:
+            torch.cuda.set_device(self.device)
         dtype = getattr(torch, precision.dtype)
         if source.path is not None:
             model = self._from_pretrained(source, precision, dtype)
@@ -58,6 +67,9 @@ class PyTorchBackend:
         optional = {"attn_implementation": c.attn_implementation, "revision": source.revision,
                     "max_memory": _max_memory(c.max_memory)}
         kwargs.update({k: v for k, v in optional.items() if v is not None})
+        if getattr(self, "tensor_parallel", False):  # every rank places its own shard
+            del kwargs["device_map"]
+            kwargs.update(_tp_plan_kwargs())
         if precision.quantization:
             kwargs["quantization_config"] = _bnb_config(precision.quantization, dtype)
         return kwargs
@@ -116,9 +128,10 @@ class PyTorchBackend:
             out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                       streamer=clock, stopping_criteria=StoppingCriteriaList([stop]),
                                       **kwargs)
-        counts = self._count_outputs(out[:, input_ids.shape[1]:].tolist(), targets,
-                                     force_output_len, len(clock.times_s))
-        return BatchRecord(submit_s, counts, [clock.times_s[:n] for n in counts])
+        generated = out[:, input_ids.shape[1]:].tolist()
+        counts = self._count_outputs(generated, targets, force_output_len, len(clock.times_s))
+        return BatchRecord(submit_s, counts, [clock.times_s[:n] for n in counts],
+                           token_ids=[ids[:n] for ids, n in zip(generated, counts)])
 
     def _pad_left(self, batch: list[Request]):
         import torch
@@ -149,13 +162,22 @@ class PyTorchBackend:
         params = list(self.model.parameters())
         return {"num_params": sum(p.numel() for p in params),
                 "param_bytes": sum(p.numel() * p.element_size() for p in params),
+                # what this process holds: less than num_params when tensor parallel shards it
+                "local_param_elements": sum(_local(p).numel() for p in params),
                 "arch": self.model.config.to_dict()}
 
     # -- memory and teardown ---------------------------------------------------------------
+    def _devices(self) -> list[tuple[int, int]]:
+        """(torch index, physical index) of the GPUs this process drives: a tensor-parallel rank
+        drives only its own (touching the others would create CUDA contexts there)."""
+        if getattr(self, "tensor_parallel", False) and self.gpus:
+            return [(self.device.index, self.gpus[self.device.index])]
+        return list(enumerate(self.gpus))
+
     def reset_peak_memory(self) -> None:
         import torch
 
-        for i in range(len(self.gpus)):
+        for i, _ in self._devices():
             torch.cuda.reset_peak_memory_stats(i)
 
     def peak_memory(self) -> list[GpuMemory]:
@@ -163,7 +185,7 @@ class PyTorchBackend:
 
         return [GpuMemory(phys, torch.cuda.max_memory_allocated(i) / 2**20,
                           torch.cuda.max_memory_reserved(i) / 2**20)
-                for i, phys in enumerate(self.gpus)]
+                for i, phys in self._devices()]
 
     def close(self) -> None:
         import gc
@@ -231,6 +253,21 @@ def _fill_random(model, std: float, seed: int) -> None:
                 p.normal_(0.0, std, generator=gen)
             elif name.endswith("bias"):
                 p.zero_()
+
+
+def _local(p):
+    """A DTensor's shard on this rank (tensor parallel), else the parameter itself."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+def _tp_plan_kwargs() -> dict[str, Any]:
+    """tp_plan="auto": through DistributedConfig where transformers has it (passing tp_plan
+    directly is deprecated there), else the plain keyword (transformers <= 5.17)."""
+    try:
+        from transformers import DistributedConfig
+    except ImportError:
+        return {"tp_plan": "auto"}
+    return {"distributed_config": DistributedConfig(tp_plan="auto")}
 
 
 def _bnb_config(quantization: str, dtype):
