@@ -58,3 +58,33 @@ def test_lem_tiny_on_gpu_measures_energy_and_memory(tmp_path):
     assert {c["name"] for c in r["validity"]["checks"]} >= {"counter_vs_integral", "throttling"}
     assert r["environment"]["gpus"][0]["uuid"].startswith("GPU-")
     assert r["precision"]["weight_dtype"] == "bfloat16"
+
+
+def _require_gpus(n: int):
+    torch = _require_gpu()
+    if torch.cuda.device_count() < n:
+        pytest.skip(f"needs {n} GPUs, this machine has {torch.cuda.device_count()}")
+    return torch
+
+
+@pytest.mark.parametrize("mode", ["data", "tensor"])
+def test_two_gpu_parallel_run_measures_each_gpu(tmp_path, mode):
+    _require_gpus(2)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lem", "gpus=[0,1]", f"backend.parallel={mode}", "precision=bf16",
+         "progress=false", "dataset.num_requests=64", "dataset.output_len=64",
+         "batching.batch_size=8", f"hydra.run.dir={out}"], capture_output=True, text=True,
+        timeout=600, env={**os.environ, "LEM_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "result.json").read_text())
+    assert r["status"] == "ok" and r["parallel"]["mode"] == mode
+    assert [w["gpus"] for w in r["parallel"]["workers"]] == ([[0], [1]] if mode == "data"
+                                                             else [[0, 1], [0, 1]])
+    per_gpu = r["summary"]["energy_per_gpu_j"]
+    assert set(per_gpu) == {"0", "1"} and all(v > 0 for v in per_gpu.values())
+    assert {m["index"] for m in r["memory"]["gpus"]} == {0, 1}
+    assert [g["index"] for g in r["environment"]["gpus"]] == [0, 1]
+    assert all(g["uuid"].startswith("GPU-") for g in r["environment"]["gpus"])
+    if mode == "data":
+        assert sorted({q["worker"] for q in r["requests"]}) == [0, 1]

@@ -102,8 +102,6 @@ def test_parallel_configs_that_cannot_run_are_refused_with_the_fix(compose):
     assert "needs at least two GPUs" in _validate(compose, "backend.parallel=data", gpus=[0])
     assert "GPU list sets the size" in _validate(compose, "backend.parallel=data",
                                                  "backend.parallel_size=4", gpus=[0, 1])
-    assert "needs a checkpoint" in _validate(compose, "model=llama3-8b-random", "backend.parallel=tensor",
-                                             "backend.parallel_size=2")
     assert "is unknown" in _validate(compose, "backend.parallel=pipeline")
 
 
@@ -120,3 +118,18 @@ def test_a_gpu_that_stayed_near_idle_in_a_multi_gpu_run_is_flagged():
     check = idle_gpu_in_group(lazy, idle)
     assert check.verdict == "warn" and "GPU 1" in check.detail
     assert idle_gpu_in_group([_window("cycle_0", {0: 4000.0})], {"0": 100.0}).verdict == "skipped"
+
+
+@pytest.mark.slow
+def test_tensor_parallel_random_model_is_written_once_as_a_checkpoint(run_lem, lem_cache, tmp_path):
+    args = ("model.source=random", "+model.config.vocab_size=1000", "backend.parallel=tensor",
+            "backend.parallel_size=2", "dataset.num_requests=2", "measurement.cycles=1",
+            "progress=false", "hydra.run.dir=out")
+    proc = run_lem(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert r["status"] == "ok" and r["parallel"]["mode"] == "tensor"
+    local = r["parallel"]["local_param_elements_per_worker"]
+    assert len(local) == 2 and local[0] < r["roofline"]["bytes_per_step"]  # a shard, not the model
+    checkpoints = list((lem_cache / "random-checkpoints").glob("*/config.json"))
+    assert len(checkpoints) == 1

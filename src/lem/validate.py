@@ -174,11 +174,6 @@ def _parallel(cfg) -> list[str]:
     if not gpus and (b.parallel_size or 0) < 2:
         problems.append(f"backend.parallel={b.parallel} on the CPU (gpus=[]) needs "
                         "backend.parallel_size >= 2 (the number of worker processes)")
-    if b.parallel == "tensor" and cfg.model.source == "random":
-        problems.append("backend.parallel=tensor loads shards with transformers' "
-                        "from_pretrained(tp_plan='auto'), which needs a checkpoint; a random-weight "
-                        "model is built in place: use a hub model or model=tiny, or "
-                        "backend.parallel=data")
     return problems
 
 
@@ -190,10 +185,25 @@ def _model(cfg, host: HostInfo) -> list[str]:
         return [f"model={m.name} has source=hub but no model.hf_id; set model.hf_id=<org/name>"]
     if m.source in ("tiny", "random") and not m.config.get("model_type"):
         return [f"model={m.name} needs model.config.model_type (e.g. llama)"]
-    if m.source == "random" and not cfg.gpus:
-        return [f"model={m.name} has the shape of a real LLM; on the CPU it would take hours. "
-                f"Set gpus=[0], or use model=tiny on the CPU"]
+    params = approx_params(m.config) if m.source == "random" else 0
+    if params > CPU_RANDOM_MAX_PARAMS and not cfg.gpus:
+        return [f"model={m.name} has the shape of a real LLM (~{params / 1e6:,.0f} M parameters); "
+                "on the CPU it would take hours. Set gpus=[0], or use model=tiny on the CPU"]
     return []
+
+
+CPU_RANDOM_MAX_PARAMS = 50e6  # random-weight models larger than this need a GPU
+
+
+def approx_params(arch) -> float:
+    """Decoder parameters from the shape, roughly (attention + MLP + embeddings): enough to tell a
+    toy from a real LLM; unknown shapes count as large."""
+    try:
+        h, layers = arch["hidden_size"], arch["num_hidden_layers"]
+        ffn, vocab = arch.get("intermediate_size", 4 * h), arch["vocab_size"]
+    except (KeyError, TypeError):
+        return float("inf")
+    return layers * (4 * h * h + 3 * h * ffn) + 2 * vocab * h
 
 
 def _precision(cfg, host: HostInfo) -> list[str]:

@@ -50,6 +50,14 @@ class ParallelBackend:
     def load(self, source, precision, gpus: list[int]) -> PrecisionInfo:
         size = len(gpus) or int(self.cfg.parallel_size or 0)
         inner = _inner_cfg(self.cfg)
+        if self.mode == "tensor" and source.path is None:  # tp_plan loads from a checkpoint
+            from dataclasses import replace
+
+            from lem.models.random_checkpoint import random_checkpoint_dir
+
+            path = random_checkpoint_dir(self.run_cfg.cache_dir, source.config, source.seed,
+                                         precision.dtype)
+            source = replace(source, path=str(path))
         port = _free_port() if self.mode == "tensor" else None
         self.workers = [_Worker.start(rank, size, self.mode, gpus, inner, self.run_cfg, port)
                         for rank in range(size)]
