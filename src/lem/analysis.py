@@ -99,6 +99,11 @@ def _roofline(result: Result, cfg, model_info: dict):
         mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=_roofline_gpus(result))
 
 
+def _worker_pids(result: Result) -> set[int]:
+    """backend.parallel's worker processes: lem's own, not foreign, on the GPUs."""
+    return {w["pid"] for w in (result.parallel or {}).get("workers", [])}
+
+
 def _roofline_gpus(result: Result) -> int:
     """GPUs that share one decode step: under tensor parallelism all of them at once; a
     device_map split takes turns layer by layer, and data parallel runs whole steps per GPU, so
@@ -130,7 +135,8 @@ def _validity(result: Result, cfg, windows, inst):
         checks.coverage(windows),
         checks.throttling(windows),
         checks.temperature(windows, cfg.measurement.max_temperature_c),
-        checks.foreign_processes(foreign_gpu_processes(inst.gpus) if inst.sampler else None),
+        checks.foreign_processes(foreign_gpu_processes(inst.gpus, _worker_pids(result))
+                                 if inst.sampler else None),
         checks.tokens(result.requests, forced),
         checks.idle_gpu_in_group(windows, getattr(result.baseline, "idle_power_per_gpu_w", None)),
     ])

@@ -95,8 +95,9 @@ def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> dic
         time.sleep(period_s)
 
 
-def foreign_gpu_processes(gpus: list[int]) -> Optional[dict[str, list[int]]]:
-    """Compute processes on the run's GPUs other than this one (None when NVML cannot tell)."""
+def foreign_gpu_processes(gpus: list[int], own_pids=()) -> Optional[dict[str, list[int]]]:
+    """Compute processes on the run's GPUs other than this one and its workers (`own_pids`);
+    None when NVML cannot tell."""
     if not gpus:
         return None
     try:
@@ -108,4 +109,5 @@ def foreign_gpu_processes(gpus: list[int]) -> Optional[dict[str, list[int]]]:
             nvml.nvmlDeviceGetHandleByIndex(g))] for g in gpus}
     except Exception:
         return None
-    return {g: [pid for pid in pids if pid != os.getpid()] for g, pids in procs.items()}
+    own = {os.getpid(), *own_pids}
+    return {g: [pid for pid in pids if pid not in own] for g, pids in procs.items()}
