@@ -68,6 +68,15 @@ def test_large_shm_passes_and_single_process_backends_skip(monkeypatch):
     assert preflight.check_shm("pytorch", 1024).verdict == "skipped"
 
 
+def test_pytorch_workers_need_shm_too(monkeypatch, compose):
+    monkeypatch.setattr(preflight, "statvfs", fake_statvfs(64))
+    c = preflight.check_shm("pytorch", 1024, "tensor")
+    assert c.verdict == "fail" and "backend.parallel=tensor" in c.detail
+    cfg = compose(["gpus=[]", "backend.parallel=data"])
+    checks = {c.name: c for c in preflight.run_checks(cfg, HostInfo(), Path("."))}
+    assert checks["shm"].verdict == "fail" and "backend.parallel=data" in checks["shm"].detail
+
+
 def test_free_shm_counts_not_its_size(monkeypatch):
     """A big tmpfs filled by leftover segments is as bad as a small one."""
     monkeypatch.setattr(preflight, "statvfs", fake_statvfs(100, 65536))

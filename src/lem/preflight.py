@@ -85,7 +85,7 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
         check_torch_cuda(gpus),
         check_cuda(gpus, p.cuda_init_timeout_s),
         check_foreign_processes(gpus, p.foreign_processes),
-        check_shm(backend, p.min_shm_mb),
+        check_shm(backend, p.min_shm_mb, cfg.backend.get("parallel")),
         check_tensorrt_arch(backend, gpus, host),
         check_container(backend),
         check_disk(out_dir, p.min_free_disk_mb),
@@ -194,9 +194,12 @@ def check_foreign_processes(gpus: list[int], policy: str) -> Check:
                  "refuse makes this an error, =ignore silences it")
 
 
-def check_shm(backend: str, min_shm_mb: float) -> Check:
-    if backend not in SHM_BACKENDS:
+def check_shm(backend: str, min_shm_mb: float, parallel: Optional[str] = None) -> Check:
+    """Worker processes exchange tensors through /dev/shm: the multi-process engines, and the
+    PyTorch backend's worker per GPU (backend.parallel=data|tensor; NCCL/gloo use it too)."""
+    if backend not in SHM_BACKENDS and not parallel:
         return Check("shm", "skipped", f"backend={backend} runs in one process")
+    who = f"backend={backend}" + (f" with backend.parallel={parallel}" if parallel else "")
     try:
         st = statvfs(SHM_PATH)
     except OSError as exc:
@@ -206,7 +209,7 @@ def check_shm(backend: str, min_shm_mb: float) -> Check:
     size_mb = st.f_frsize * st.f_blocks / 2**20
     detail = f"{SHM_PATH}: {free_mb:.0f} MiB free of {size_mb:.0f} MiB"
     if free_mb < min_shm_mb:
-        return Check("shm", "fail", f"{detail}; backend={backend} needs >= {min_shm_mb:.0f} MiB "
+        return Check("shm", "fail", f"{detail}; {who} needs >= {min_shm_mb:.0f} MiB "
                      f"(preflight.min_shm_mb): its worker processes exchange data through it",
                      "in Docker run with --ipc=host or --shm-size=8g (compose: ipc: host or shm_size); "
                      "on a host, remount it larger: sudo mount -o remount,size=8G /dev/shm")
