@@ -94,7 +94,7 @@ def test_compose_reserves_gpus(engine):
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
 
 
-@pytest.mark.parametrize("engine", ("vllm", "tensorrt"))
+@pytest.mark.parametrize("engine", ENGINES)  # pytorch too: its workers (backend.parallel)
 def test_multi_process_engines_get_shared_memory(engine):
     svc = _services()[engine]
     assert svc.get("ipc") == "host" or _bytes(svc.get("shm_size", "0")) >= 2**30
