@@ -24,7 +24,7 @@ def probe() -> dict:
     count, version = ctypes.c_int(0), ctypes.c_int(0)
     cuda.cuDeviceGetCount(ctypes.byref(count))
     cuda.cuDriverGetVersion(ctypes.byref(version))
-    return {"ok": True, "devices": count.value, "driver_cuda": _version(version.value),
+    return {"ok": True, "devices": count.value, "driver_cuda": cuda_version(version.value),
             "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
@@ -35,8 +35,8 @@ def _error_name(cuda, rc: int) -> str:
     return f"CUresult {rc}"
 
 
-def _version(v: int) -> str:
-    """cuDriverGetVersion's 12080 -> "12.8"."""
+def cuda_version(v: int) -> str:
+    """CUDA's integer versions (cuDriverGetVersion, NVML's CUDA driver version): 12080 -> "12.8"."""
     return f"{v // 1000}.{(v % 1000) // 10}"
 
 

@@ -17,6 +17,7 @@ from importlib import metadata
 from typing import Optional
 
 from lem import preflight
+from lem.cuda_probe import cuda_version
 from lem.nvml import text as nvml_text
 
 
@@ -68,7 +69,7 @@ def read_nvml() -> NvmlState:
     try:
         return NvmlState([_sensors(nvml, i) for i in range(nvml.nvmlDeviceGetCount())],
                          driver=_try(lambda: nvml_text(nvml.nvmlSystemGetDriverVersion())),
-                         cuda=_try(lambda: _cuda_version(nvml.nvmlSystemGetCudaDriverVersion())))
+                         cuda=_try(lambda: cuda_version(nvml.nvmlSystemGetCudaDriverVersion())))
     finally:
         nvml.nvmlShutdown()
 
@@ -83,10 +84,6 @@ def _sensors(nvml, index: int) -> GpuSensors:
                       None if mig is None else bool(mig),
                       _try(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h)) is not None,
                       _instant_power_mw(nvml, h) is not None)
-
-
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
 
 
 def _try(read: Callable):
