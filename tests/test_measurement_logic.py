@@ -142,3 +142,14 @@ def test_inside_slurm_the_allotted_gpus_are_measured(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert scheduler_gpus([0]) == ([0], None)
+
+
+def test_data_parallel_attribution_charges_each_batch_to_its_own_gpu():
+    # GPU 0 at 600 W, GPU 1 at 100 W for 3 s; one batch on each GPU over the same interval
+    rows = sorted(_rows([600.0] * 31, [40] * 31) + _rows([100.0] * 31, [40] * 31, gpu=1))
+    spans = [(0, int(0.5 * S), int(1.5 * S)), (0, int(0.5 * S), int(1.5 * S))]
+    split = attribute(spans, rows, [0, 1], None, span_gpus=[[0], [1]])
+    assert split.prefill_energy_j == pytest.approx(600 * 0.5 + 100 * 0.5)
+    assert split.decode_energy_j == pytest.approx(600 * 1.0 + 100 * 1.0)
+    both = attribute(spans, rows, [0, 1], None)  # without it, each batch would take both GPUs
+    assert both.decode_energy_j == pytest.approx(2 * split.decode_energy_j)

@@ -194,8 +194,10 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
             records = _run_batches(backend, batches, cfg, f"cycle {c + 1}/{cfg.measurement.cycles}",
                                    inst.checkpoint)
         window = inst.recorder.windows[-1]
-        spans = [_span_ns(rec, t0_perf, t0_ns) for _, rec in records if rec.token_times_s[0]]
-        attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j) \
+        ran = [rec for _, rec in records if rec.token_times_s[0]]
+        spans = [_span_ns(rec, t0_perf, t0_ns) for rec in ran]
+        attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j,
+                                _span_gpus(ran, list(cfg.gpus))) \
             if not serving else Attribution(reason=SERVING_NO_ATTRIBUTION)
         timings = _timings(records, t0_perf, c)
         result.cycles.append(cycle_figures(c, timings, window, idle_w, attribution, cooldown_s))
@@ -239,6 +241,13 @@ def _span_ns(rec, t0_perf: float, t0_ns: int) -> tuple[int, int, int]:
     firsts = [t[0] for t in rec.token_times_s if t]
     lasts = [t[-1] for t in rec.token_times_s if t]
     return ns(rec.submit_s), ns(min(firsts)), ns(max(lasts))
+
+
+def _span_gpus(records, gpus: list[int]):
+    """Data parallel: each batch ran on its worker's GPU only (None: every batch on all GPUs)."""
+    if not gpus or all(rec.worker is None for rec in records):
+        return None
+    return [[gpus[rec.worker]] if rec.worker is not None else gpus for rec in records]
 
 
 def _baseline_temperature(inst):
