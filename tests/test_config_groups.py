@@ -20,10 +20,13 @@ EXTRA = {("dataset", "hf"): ["dataset.path=/data/prompts"]}
 EXTRA.update({("batching", "continuous"): ["backend=vllm"], ("precision", "fp8"): ["backend=vllm"],
               ("precision", "int8-wo"): ["backend=vllm"]})
 EXTRA.update({("precision", q): ["backend=vllm", "model=llama3"] for q in ("awq", "gptq", "w8a8")})
+# TensorRT-LLM: GPUs only, fp16/bf16, quantized while its engine is built
+EXTRA.update({("backend", "tensorrt"): ["precision=bf16"],
+              ("precision", "int4-wo"): ["backend=tensorrt", "backend.workflow=engine"]})
 
 GPU_HOST = HostInfo(
     gpus=[GpuInfo(0, "Fake H100", "GPU-fake-0", (9, 0), 81559.0)],
-    packages={"bitsandbytes": True, "datasets": True, "vllm": True},
+    packages={"bitsandbytes": True, "datasets": True, "vllm": True, "tensorrt_llm": True},
 )
 CPU_HOST = HostInfo(nvml_error="NVML unavailable (test)", packages={"datasets": True, "vllm": True})
 
@@ -33,7 +36,7 @@ def _preset_overrides(group: str, name: str) -> list[str]:
 
 
 def _needs_gpu(group: str, name: str) -> bool:
-    return name.endswith("-random") or name in ("int8", "int4", "fp8", "int8-wo")
+    return name.endswith("-random") or name in ("int8", "int4", "fp8", "int8-wo", "int4-wo", "tensorrt")
 
 
 def test_every_group_has_options():

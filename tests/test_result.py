@@ -80,7 +80,7 @@ def test_default_result_has_every_top_level_key():
         "schema_version", "status", "error", "started_at", "finished_at", "wall_s", "phase_s", "job_gap",
         "config_hash", "overrides", "config", "environment", "precision", "summary", "statistics",
         "validity", "baseline", "warmup", "cycles", "windows", "attribution", "roofline",
-        "timeseries", "memory", "requests", "serving", "parallel", "null_reasons", "warnings",
+        "timeseries", "memory", "requests", "serving", "parallel", "engine", "null_reasons", "warnings",
     }
     assert d["schema_version"] == SCHEMA_VERSION and d["status"] == "running"
     json.dumps(d, allow_nan=False)  # a default result is valid strict JSON

@@ -107,6 +107,9 @@ class Result:
     # backend.parallel: the mode and which worker (rank) drove which physical GPUs; requests name
     # the rank that ran them (`worker`); per-GPU energy is in windows[].gpus and the summary
     parallel: Optional[dict[str, Any]] = None
+    # the backend's engine: workflow, version and, for a built engine (backend=tensorrt), its cache
+    # key and whether it was a cache hit; the build's time and energy are windows[name=engine_build]
+    engine: Optional[dict[str, Any]] = None
     null_reasons: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

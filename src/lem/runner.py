@@ -92,8 +92,12 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
         backend = make_backend(cfg.backend, cfg)
     try:
         log.info("loading model=%s (%s) on gpus=%s", source.name, source.kind, list(cfg.gpus))
+        _engine_build(backend, source, cfg, inst, result)
         with _phase(result, "model_load"), inst.recorder.window("model_load"):
             result.precision = backend.load(source, cfg.precision, list(cfg.gpus))
+        result.engine = backend.engine_info() if hasattr(backend, "engine_info") else None
+        if result.engine is None:
+            result.null_reasons["engine"] = f"backend={cfg.backend.name} reports no engine build"
         result.parallel = backend.describe() if hasattr(backend, "describe") else None
         if result.parallel is None:
             result.null_reasons["parallel"] = "one process drives the run (backend.parallel=null)"
@@ -111,6 +115,18 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
             analyse(result, timings, cfg, inst, backend.model_info(), memory)
     finally:
         backend.close()
+
+
+def _engine_build(backend, source, cfg: DictConfig, inst, result: Result) -> None:
+    """Engines compiled ahead of loading (backend=tensorrt, workflow=engine) build in their own
+    window, so build time and energy never count as model load; a cached engine opens none."""
+    plan = getattr(backend, "engine_build", None)
+    build = plan(source, cfg.precision, list(cfg.gpus)) if plan is not None else None
+    if build is None:
+        return
+    log.info("building the engine (measured window engine_build)")
+    with _phase(result, "engine_build"), inst.recorder.window("engine_build"):
+        build()
 
 
 @contextmanager

@@ -11,14 +11,16 @@ from omegaconf import DictConfig
 
 from lem.config import BACKEND_SCHEMAS, BATCHING_SCHEMAS, GROUP_SCHEMAS
 from lem.host import HostInfo
+from lem.validate_tensorrt import TENSORRT_QUANTIZATIONS, tensorrt_precision_problems, tensorrt_problems
 
 DTYPES = ("float32", "float16", "bfloat16")
 # bnb-*: bitsandbytes while loading (pytorch); fp8, int8-weight-only: vLLM's online quantization;
 # awq, gptq, compressed-tensors (W8A8...): checkpoints quantized beforehand (vLLM)
 QUANTIZATIONS = (None, "bnb-int8", "bnb-int4", "fp8", "int8-weight-only", "awq", "gptq",
-                 "compressed-tensors")
+                 "compressed-tensors", "int4-weight-only")
 BACKEND_QUANTIZATIONS = {"pytorch": (None, "bnb-int8", "bnb-int4"),
-                         "vllm": (None, "fp8", "int8-weight-only", "awq", "gptq", "compressed-tensors")}
+                         "vllm": (None, "fp8", "int8-weight-only", "awq", "gptq", "compressed-tensors"),
+                         "tensorrt": TENSORRT_QUANTIZATIONS}
 CHECKPOINT_QUANTIZATIONS = ("awq", "gptq", "compressed-tensors")
 ARRIVALS = ("all_at_once", "fixed_rate", "poisson")
 # vLLM engine arguments that lem's own groups set: refused in the backend block, with where they go
@@ -39,7 +41,8 @@ DATASET_KINDS = ("synthetic", "jsonl", "hf")
 LENGTH_DISTS = ("fixed", "uniform", "normal")
 ENERGY_METERS = ("nvml", "none")
 # What each backend can do; options outside these are errors, never silently dropped.
-BACKEND_BATCHING = {"pytorch": ("static", "sorted"), "vllm": ("static", "sorted", "continuous")}
+BACKEND_BATCHING = {"pytorch": ("static", "sorted"), "vllm": ("static", "sorted", "continuous"),
+                    "tensorrt": ("static", "sorted")}
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
 
 
@@ -106,6 +109,8 @@ def _backend(cfg, host: HostInfo) -> list[str]:
     b = cfg.backend
     if b.name not in BACKEND_BATCHING:
         return [f"backend={b.name} is unknown; choose one of {sorted(BACKEND_BATCHING)}"]
+    if b.name == "tensorrt":
+        return tensorrt_problems(cfg, host)
     return _vllm(cfg, host) if b.name == "vllm" else _pytorch(cfg, host)
 
 
@@ -217,6 +222,8 @@ def _precision(cfg, host: HostInfo) -> list[str]:
         problems.append(_unsupported_quantization(cfg))
     elif p.quantization and cfg.backend.name == "vllm":
         problems += _vllm_quantization(cfg)
+    elif cfg.backend.name == "tensorrt":
+        problems += tensorrt_precision_problems(cfg, host)
     elif p.quantization:
         problems += _quantization(cfg, host)
     if p.dtype == "bfloat16":
@@ -243,6 +250,10 @@ def _quantization(cfg, host: HostInfo) -> list[str]:
 
 def _unsupported_quantization(cfg) -> str:
     p, backend = cfg.precision, cfg.backend.name
+    if p.quantization == "int4-weight-only" or backend == "tensorrt":
+        return (f"precision={p.name} ({p.quantization}): backend={backend} cannot run it; "
+                f"TensorRT-LLM (backend=tensorrt backend.workflow=engine) quantizes fp8, int8-wo, "
+                f"int4-wo and awq, vLLM fp8, int8-wo and pre-quantized checkpoints, PyTorch int8/int4")
     if backend == "vllm":
         return (f"precision={p.name} ({p.quantization}) is bitsandbytes, which vLLM 0.32 no longer "
                 f"has; with backend=vllm use precision=int8-wo or fp8 (quantized while loading) "
