@@ -176,3 +176,26 @@ def test_cli_validates_a_tensorrt_run_with_the_stand_in_on_a_replayed_h200(run_l
     assert ": valid" in r.stdout
     bad = run_lem("backend=tensorrt", "precision=fp8", "gpus=[0]", "dry_run=true")  # pytorch workflow
     assert "backend.workflow=engine" in bad.stdout + bad.stderr
+
+
+# -- pre-flight: TensorRT-LLM imports, and is a 1.x release ------------------------------------------
+def test_preflight_imports_tensorrt_llm_in_a_child_process(monkeypatch):
+    from lem import preflight_tensorrt as pt
+
+    assert pt.check_tensorrt_import("vllm").verdict == "skipped"
+    monkeypatch.setenv("PYTHONPATH", str(FAKES))  # the child imports the stand-in
+    ok = pt.check_tensorrt_import("tensorrt")
+    assert ok.verdict == "pass" and "1.0.0+lem.standin" in ok.detail
+    monkeypatch.setenv("PYTHONPATH", "")
+    monkeypatch.setattr(pt, "IMPORT_PROBE", [sys.executable, "-c", "import tensorrt_llm_absent"])
+    broken = pt.check_tensorrt_import("tensorrt")
+    assert broken.verdict == "fail" and "ModuleNotFoundError" in broken.detail and "container" in broken.fix
+    monkeypatch.setattr(pt, "IMPORT_PROBE", [sys.executable, "-c", "import time; time.sleep(5)"])
+    assert "hung" in pt.check_tensorrt_import("tensorrt", timeout_s=0.5).detail
+
+
+def test_preflight_refuses_tensorrt_llm_older_than_the_1x_api():
+    from lem.preflight_tensorrt import version_check
+
+    assert version_check("0.21.0").verdict == "fail"
+    assert version_check("1.0.0rc4").verdict == "pass" and version_check("1.4.0rc4").verdict == "pass"

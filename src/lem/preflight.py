@@ -80,6 +80,8 @@ def enforce(cfg, host: HostInfo, out_dir: Path) -> list[str]:
 
 def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
     """The checks for `cfg` (its `gpus` already resolved to a list) on this machine."""
+    from lem.preflight_tensorrt import check_tensorrt_import  # it builds on Check, from here
+
     gpus, backend, p = list(cfg.gpus), cfg.backend.name, cfg.preflight
     return [
         check_torch_cuda(gpus),
@@ -87,6 +89,7 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
         check_foreign_processes(gpus, p.foreign_processes),
         check_shm(backend, p.min_shm_mb, cfg.backend.get("parallel")),
         check_tensorrt_arch(backend, gpus, host),
+        check_tensorrt_import(backend),
         check_container(backend),
         check_disk(out_dir, p.min_free_disk_mb),
     ]

@@ -21,4 +21,4 @@ Tests read what reached it from `CALLS` (constructor keywords) and `BUILDS` (eng
 from tensorrt_llm.llmapi import LLM, SamplingParams  # noqa: F401
 from tensorrt_llm.llmapi.llm import BUILDS, CALLS  # noqa: F401
 
-__version__ = "0.0.0+lem.standin"
+__version__ = "1.0.0+lem.standin"  # a 1.x API; "lem.standin" says it is not the library
