@@ -69,6 +69,70 @@ def plain(passes: int, cache: str) -> None:
     print(json.dumps({"pass_s": [r[0] for r in runs], "output_tokens": [r[1] for r in runs]}))
 
 
+def paired(rounds: int, cache: str) -> None:
+    """One process, one engine: plain `LLM.generate` and lem's VLLMBackend.generate (streaming and
+    request-metric modes) take turns on the same LLMEngine, pass by pass, the order rotating each
+    round. Adjacent passes share the machine's load, so their ratio isolates lem's own code path
+    (the engine runs with lem's settings, request stats on, for both). Prints one JSON line."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from omegaconf import OmegaConf
+    from vllm import LLM, SamplingParams
+
+    from lem.backends.vllm import VLLMBackend
+    from lem.backends.vllm_state import EngineStateLog
+
+    path, batches = _tiny_workload(cache)
+    llm = LLM(model=str(path), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,
+              seed=0, enable_prefix_caching=False, disable_log_stats=False)
+    cfg = OmegaConf.load(ROOT / "conf/backend/vllm.yaml")
+    cfg.pop("defaults")
+    cfg.update(seed=0)
+    lem = VLLMBackend(cfg, None)
+    lem.engine, lem.state = llm.llm_engine, EngineStateLog(cfg.engine_state_period_s)
+    n = WORKLOAD["output_len"]
+    sp = SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.0)
+
+    def run_plain():
+        for b in batches:
+            llm.generate([{"prompt_token_ids": r.prompt_ids} for r in b], sp, use_tqdm=False)
+
+    def run_lem(per_token: bool):
+        lem.cfg.per_token_timestamps = per_token
+        for b in batches:
+            lem.generate(b, True)
+
+    modes = {"plain": run_plain, "lem-stream": lambda: run_lem(True), "lem-metrics": lambda: run_lem(False)}
+    for fn in modes.values():
+        fn()  # warmup, unmeasured
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    names = list(modes)
+    for k in range(rounds):
+        for m in names[k % 3:] + names[:k % 3]:
+            t0 = time.perf_counter()
+            modes[m]()
+            times[m].append(time.perf_counter() - t0)
+    print(paired_report(times))
+    print(json.dumps(times))
+
+
+def _tiny_workload(cache: str):
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from lem.models.tiny import tiny_model_dir
+    from lem.workload import make_batches, synthetic_requests
+
+    arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml")["config"])
+    path = tiny_model_dir(cache, 0, arch)
+    w = WORKLOAD
+    d = OmegaConf.create({"num_requests": w["num_requests"], "seed": 0, "input_len": w["input_len"],
+                         "output_len": w["output_len"], "input_len_dist": "fixed",
+                         "output_len_dist": "fixed", "input_len_spread": 0, "output_len_spread": 0})
+    special = set(AutoTokenizer.from_pretrained(path).all_special_ids)
+    requests = synthetic_requests(d, _vocab(path), special)
+    return path, make_batches(requests, "static", w["batch_size"])
+
+
 def _vocab(path) -> int:
     from transformers import AutoConfig
 
@@ -142,6 +206,20 @@ def report(summary: dict, runs: dict, args) -> str:
     return "\n".join(lines)
 
 
+def paired_report(times: dict[str, list[float]]) -> str:
+    """Per lem mode: the median of its pass time over the adjacent plain pass, and the least
+    disturbed (minimum) pass of each mode, since other load only ever adds time."""
+    plain_s = times["plain"]
+    lines = ["| mode | passes | median s | min s | min vs plain min | median of paired ratios (lem/plain) "
+             "| paired ratios, min-max |", "|---|---|---|---|---|---|---|"]
+    for mode, ts in times.items():
+        ratios = [a / b for a, b in zip(ts, plain_s)]
+        lines.append(f"| {mode} | {len(ts)} | {statistics.median(ts):.3f} | {min(ts):.3f} | "
+                     f"{min(ts) / min(plain_s) - 1:+.1%} | {statistics.median(ratios):.3f} | "
+                     f"{min(ratios):.2f}-{max(ratios):.2f} |")
+    return "\n".join(lines)
+
+
 def _version(pkg: str) -> str:
     from importlib.metadata import version
 
@@ -151,6 +229,8 @@ def _version(pkg: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--plain", action="store_true", help="(internal) run the plain script")
+    ap.add_argument("--paired", type=int, metavar="ROUNDS",
+                    help="one process, one engine: plain and lem's backend take turns per pass")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "lem-vllm-bench"))
@@ -158,6 +238,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.plain:
         return plain(a.passes, a.cache)
+    if a.paired:
+        return paired(a.paired, a.cache)
     runs: dict[str, list[dict]] = {m: [] for m in [*LEM_MODES, "plain"]}
     for rep in range(a.reps):
         for mode in runs:
