@@ -126,6 +126,30 @@ def test_streamed_tokens_are_counted_from_ids_and_stamped_on_arrival(compose, tm
     b.close()
 
 
+def _serve(compose, tmp_path, checkpoint, rate_rps, *overrides):
+    b, cfg = _backend(compose, tmp_path, "gpus=[0]", "batching=continuous", "batching.arrival=fixed_rate",
+                      f"batching.rate_rps={rate_rps}", *overrides)
+    b.load(checkpoint, cfg.precision, [0])
+    rec = b.generate([Request(i, [i + 1, 2], 8) for i in range(5)], True)
+    b.close()
+    assert rec.output_tokens == [8] * 5 and len(rec.request_submit_s) == 5
+    return rec, [(s, t[-1]) for s, t in zip(rec.request_submit_s, rec.token_times_s)]
+
+
+def test_serving_submits_on_the_arrival_schedule(compose, tmp_path, trt, checkpoint):
+    rec, spans = _serve(compose, tmp_path, checkpoint, 50)
+    for i, (s, _) in enumerate(spans):  # each at its arrival (every 20 ms), never before
+        assert i / 50 - 1e-3 <= s - rec.submit_s < i / 50 + 0.015
+    assert all(s <= t for s, t in zip(rec.request_submit_s, (ts[0] for ts in rec.token_times_s)))
+
+
+def test_serving_keeps_within_max_concurrency(compose, tmp_path, trt, checkpoint):
+    _, free = _serve(compose, tmp_path, checkpoint, 1000)  # 1 ms apart, ~16 ms each: they overlap
+    assert any(s2 < s < e2 for s, _ in free for s2, e2 in free)
+    _, bounded = _serve(compose, tmp_path, checkpoint, 1000, "batching.max_concurrency=1")
+    assert not any(s2 < s < e2 for s, _ in bounded for s2, e2 in bounded)  # one at a time
+
+
 def test_a_closed_backend_shuts_the_llm_down(compose, tmp_path, trt, checkpoint):
     b, cfg = _backend(compose, tmp_path, "gpus=[0]")
     b.load(checkpoint, cfg.precision, [0])

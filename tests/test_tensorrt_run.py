@@ -145,7 +145,7 @@ def test_precisions_tensorrt_cannot_run_are_refused_with_the_reason(compose):
     assert any("backend=tensorrt" in p for p in vllm)  # int4 weight-only is TensorRT-LLM's
 
 
-def test_backend_options_lem_owns_are_refused_and_continuous_batching_is_not_offered(compose):
+def test_backend_options_lem_owns_are_refused(compose):
     cfg = _cfg(compose, "+backend.llm_args.tensor_parallel_size=4", "+backend.llm_args.build_config={}",
                "backend.free_gpu_memory_fraction=1.5", "backend.max_batch_size=0", "backend.workflow=tensorrt")
     problems = "\n".join(_problems(cfg, _host()))
@@ -153,8 +153,7 @@ def test_backend_options_lem_owns_are_refused_and_continuous_batching_is_not_off
     assert "llm_args.build_config is set by lem" in problems
     assert "free_gpu_memory_fraction=1.5" in problems and "max_batch_size=0" in problems
     assert "workflow=tensorrt is unknown" in problems
-    cont = _problems(_cfg(compose, "batching=continuous"), _host())
-    assert any("batching.strategy=continuous is not supported by backend=tensorrt" in p for p in cont)
+    assert _problems(_cfg(compose, "batching=continuous", "batching.max_concurrency=8"), _host()) == []
 
 
 # -- CLI -------------------------------------------------------------------------------------------

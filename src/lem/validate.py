@@ -42,7 +42,7 @@ LENGTH_DISTS = ("fixed", "uniform", "normal")
 ENERGY_METERS = ("nvml", "none")
 # What each backend can do; options outside these are errors, never silently dropped.
 BACKEND_BATCHING = {"pytorch": ("static", "sorted"), "vllm": ("static", "sorted", "continuous"),
-                    "tensorrt": ("static", "sorted")}
+                    "tensorrt": ("static", "sorted", "continuous")}
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
 
 

@@ -11,7 +11,10 @@ Every request is submitted through `generate_async(..., streaming=True)` on an e
 backend owns; each streamed step is stamped with time.perf_counter() when it reaches lem, so TTFT
 and ITL are measured. Tokens are counted from the cumulative `outputs[0].token_ids`; two tokens
 arriving in one step share that step's time. Output lengths are forced with `ignore_eos` +
-`min_tokens` = `max_tokens`; decoding is greedy (`top_k=1`).
+`min_tokens` = `max_tokens`; decoding is greedy (`top_k=1`). With batching=continuous, requests
+are submitted at their arrival times (at most max_concurrency in flight) and TensorRT-LLM batches
+them in flight; its scheduler state is not sampled, so serving results carry no engine state and
+no steady-state span (their reasons say so).
 
 Random-weight models: the PyTorch workflow loads them as TensorRT-LLM's dummy weights
 (`load_format="dummy"`) from a directory holding only their config; the engine workflow needs a
@@ -25,11 +28,13 @@ Written against TensorRT-LLM's source and 1.x docs, and tested only against a st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Optional
 
+from lem.arrivals import arrival_offsets_s
 from lem.backends import tensorrt_engine as engines
 from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
 from lem.models.source import ModelSource
@@ -211,13 +216,32 @@ class TensorRTBackend:
         return self.loop.run_until_complete(self._batch(batch, force_output_len))
 
     async def _batch(self, batch: list[Request], forced: bool) -> BatchRecord:
-        submit_s = time.perf_counter()
-        # each coroutine submits its request before its first await: the whole batch goes in at once
-        streams = await asyncio.gather(*(self._stream(r, forced) for r in batch))
-        return BatchRecord(submit_s, [len(ids) for ids, _ in streams], [t for _, t in streams],
-                           per_token=True, token_ids=[ids for ids, _ in streams])
+        """Offline: the whole batch at once. Serving (batching=continuous): each request at its
+        arrival time, at most max_concurrency in flight; TensorRT-LLM batches them in flight."""
+        b = self.run_cfg.batching if self.run_cfg is not None else None
+        serving = b is not None and b.strategy == "continuous"
+        offsets = arrival_offsets_s(len(batch), b.arrival, b.rate_rps, b.arrival_seed) if serving \
+            else [0.0] * len(batch)
+        slots = asyncio.Semaphore(b.max_concurrency) if serving and b.max_concurrency \
+            else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        # offline, each coroutine submits before its first await: the whole batch goes in at once
+        streams = await asyncio.gather(*(self._stream(r, forced, t0 + dt, slots)
+                                         for r, dt in zip(batch, offsets)))
+        return BatchRecord(t0, [len(ids) for _, ids, _ in streams], [t for _, _, t in streams],
+                           request_submit_s=[s for s, _, _ in streams] if serving else None,
+                           per_token=True, token_ids=[ids for _, ids, _ in streams])
 
-    async def _stream(self, r: Request, forced: bool) -> tuple[list[int], list[float]]:
+    async def _stream(self, r: Request, forced: bool, arrive_at: float, slots):
+        """(submit time, token ids, arrival time of each token) of one request."""
+        if arrive_at > time.perf_counter():
+            await asyncio.sleep(arrive_at - time.perf_counter())
+        async with slots:
+            submit_s = time.perf_counter()
+            ids, times = await self._tokens(r, forced)
+        return submit_s, ids, times
+
+    async def _tokens(self, r: Request, forced: bool) -> tuple[list[int], list[float]]:
         out = self.llm.generate_async({"prompt_token_ids": r.prompt_ids},
                                       sampling_params=self.sampling_params(r, forced), streaming=True)
         ids: list[int] = []
