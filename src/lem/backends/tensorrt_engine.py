@@ -5,6 +5,8 @@ batch/sequence limits, TensorRT-LLM release and GPU architecture; change any of 
 be built again. Everything else (KV-cache share, block reuse, sampling) is runtime, so it is left
 out of the key and never forces a rebuild. The build writes into a staging directory renamed into
 place at the end, so an interrupted build never leaves a half engine that a later run would load.
+TensorRT-LLM's LLM API has no build-only call: its engine-workflow `LLM(...)` builds and then
+starts the engine (executor, KV cache), so a build's time and energy include that first start.
 """
 
 from __future__ import annotations
