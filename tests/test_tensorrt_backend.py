@@ -239,3 +239,18 @@ def test_engine_root_follows_the_env_then_the_cache_dir(monkeypatch, tmp_path):
     assert engines.engine_root(str(tmp_path)) == tmp_path / "tensorrt-engines"
     monkeypatch.setenv(engines.ENGINE_DIR_ENV, "/cache/tensorrt-llm")
     assert engines.engine_root(str(tmp_path)) == Path("/cache/tensorrt-llm")
+
+
+def test_random_model_in_the_engine_workflow_is_written_once_before_the_build(compose, tmp_path, trt):
+    b, cfg = _backend(compose, tmp_path, "model=tiny", "backend.workflow=engine", "gpus=[0]")
+    source = ModelSource("r", "random", config=dict(cfg.model.config, vocab_size=300), seed=3)
+    build = b.engine_build(source, cfg.precision, [0])
+    written = list((tmp_path / "random-checkpoints").glob("*/config.json"))
+    assert len(written) == 1 and not trt.BUILDS  # the checkpoint exists before the build window opens
+    build()
+    assert trt.BUILDS[0]["model"] == str(written[0].parent) and trt.BUILDS[0]["skip_tokenizer_init"]
+    b.load(source, cfg.precision, [0])
+    _, kw = trt.CALLS[-1]
+    assert kw["skip_tokenizer_init"] is True and kw["tokenizer"] is None  # no tokenizer to load
+    assert b.generate([Request(0, [1, 2], 3)], True).output_tokens == [3]
+    b.close()
