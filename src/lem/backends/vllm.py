@@ -126,6 +126,8 @@ class VLLMBackend:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
         if self.cfg.in_process:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # no usage-report thread (network) inside a measured process, unless the user asks for it
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
     def _model_dir(self, source: ModelSource) -> str:
         """A checkpoint directory; random-weight models get one holding only their config."""
