@@ -17,15 +17,6 @@ from typing import Optional
 PLANNED_SWEEPERS = ("BasicSweeper", "LemSweeper")
 
 
-def sweep_dirs(paths) -> list[Path]:
-    """Every directory under `paths` that holds a multirun.yaml."""
-    found = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += [f.parent for f in p.rglob("multirun.yaml")]
-    return sorted(set(found))
-
-
 def unstarted(sweep_dir: Path) -> tuple[list[list[str]], Optional[str]]:
     """(override lists of planned jobs without a directory, note when no plan could be read)."""
     try:

@@ -47,9 +47,10 @@ class Run:
     windows: list[tuple[str, int, int]] = field(default_factory=list)
 
 
-def find_jobs(paths) -> tuple[list[Path], list[Path]]:
-    """(result files, job dirs without one) under the given sweep/output dirs or files."""
-    results, missing = [], []
+def find_jobs(paths) -> tuple[list[Path], list[Path], list[Path]]:
+    """(result files, job dirs without one, sweep dirs with a multirun.yaml) under the given
+    sweep/output dirs or files: one walk of the tree."""
+    results, missing, sweeps = [], [], []
     for p in map(Path, paths):
         if p.is_file():
             results.append(p)
@@ -58,12 +59,14 @@ def find_jobs(paths) -> tuple[list[Path], list[Path]]:
             missing.append(p)
             continue
         for dirpath, dirnames, filenames in os.walk(p):
+            if "multirun.yaml" in filenames:
+                sweeps.append(Path(dirpath))
             if RESULT_FILE in filenames:
                 results.append(Path(dirpath) / RESULT_FILE)
             elif ".hydra" in dirnames:
                 missing.append(Path(dirpath))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    return sorted(set(results)), sorted(set(missing))
+    return sorted(set(results)), sorted(set(missing)), sorted(set(sweeps))
 
 
 def flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dict[str, Any]:

@@ -45,11 +45,11 @@ class Study:
 
 def collect(*paths) -> Study:
     """Read every result under `paths` (sweep dirs, output dirs, trees of them, result files)."""
-    files, missing = find_jobs(paths)
+    files, missing, sweeps = find_jobs(paths)
     runs = read_all(files)
     runs += [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
              for d in missing]
-    never, notes = never_started(paths)
+    never, notes = never_started(sweeps)
     runs += never
     axes = swept_axes(runs)
     table = pd.DataFrame([r.row for r in runs])
@@ -62,12 +62,12 @@ def collect(*paths) -> Study:
     return Study(table, {r.path: r for r in runs}, axes, notes)
 
 
-def never_started(paths) -> tuple[list[Run], list[str]]:
+def never_started(sweeps: list[Path]) -> tuple[list[Run], list[str]]:
     """A `missing` row per job a sweep's multirun.yaml planned that has no directory at all."""
-    from lem.aggregate.plan import sweep_dirs, unstarted
+    from lem.aggregate.plan import unstarted
 
     runs, notes = [], []
-    for sweep in sweep_dirs(paths):
+    for sweep in sweeps:
         jobs, note = unstarted(sweep)
         notes += [note] if note else []
         runs += [problem(f"{sweep}/<never started: {' '.join(job)}>", "missing",
