@@ -227,6 +227,7 @@ def test_engine_key_changes_with_everything_that_shapes_the_engine(compose, tmp_
         "limits": key(backend=compose(["backend=tensorrt", "backend.max_seq_len=2048"]).backend),
         "version": key(version="1.1"),
         "arch": key(arch=["NVIDIA A100-SXM4-80GB sm_80"]),
+        "llm_args": key(backend=compose(["backend=tensorrt", "+backend.llm_args.fast_build=true"]).backend),
     }
     assert len({base, *changed.values()}) == len(changed) + 1
     runtime = compose(["backend=tensorrt", "backend.free_gpu_memory_fraction=0.5",

@@ -2,8 +2,9 @@
 
 An engine is compiled for one model checkpoint, dtype and quantization, tensor-parallel size,
 batch/sequence limits, TensorRT-LLM release and GPU architecture; change any of them and it must
-be built again. Everything else (KV-cache share, block reuse, sampling) is runtime, so it is left
-out of the key and never forces a rebuild. The build writes into a staging directory renamed into
+be built again; extra `backend.llm_args` also reach the build, so they are in the key too.
+Everything else (KV-cache share, block reuse, sampling) is runtime, so it is left out of the key
+and never forces a rebuild. The build writes into a staging directory renamed into
 place at the end, so an interrupted build never leaves a half engine that a later run would load.
 TensorRT-LLM's LLM API has no build-only call: its engine-workflow `LLM(...)` builds and then
 starts the engine (executor, KV cache), so a build's time and energy include that first start.
@@ -57,7 +58,15 @@ def key_inputs(source: ModelSource, precision, cfg, tp_size: int, version: str,
         "tensor_parallel_size": tp_size, "max_batch_size": cfg.max_batch_size,
         "max_num_tokens": cfg.max_num_tokens, "max_seq_len": cfg.max_seq_len,
         "tensorrt_llm": version, "gpu_arch": arch,
+        # extra LLM(...) keywords reach the build too and may shape it: on the safe side, all count
+        "llm_args": _plain(cfg.llm_args) or {},
     }
+
+
+def _plain(value):
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def engine_key(inputs: dict[str, Any]) -> str:
