@@ -41,6 +41,7 @@ def summary_table(result: dict[str, Any], path: str) -> str:
         ("CPU energy", f"{_fmt(s['cpu_energy_j'], ' J')} ({s['cpu_energy_method'] or 'not measured'})"),
         ("MBU / MFU", f"{_fmt(s['mbu'])} / {_fmt(s['mfu'])}"),
         ("model load", f"{_fmt(s['model_load_s'], ' s')}, {_fmt(s['model_load_energy_j'], ' J')}"),
+        *_engine_build(result),
         ("result", path),
     ]
     width = max(len(k) for k, _ in rows)
@@ -52,3 +53,14 @@ def _energy(s: dict, nulls: dict, st: dict) -> str:
         return f"null ({nulls.get('summary.energy_j', 'not measured')})"
     return (f"{_fmt(s['energy_j'], ' J')} total, {_fmt(s['j_per_output_token'], ' J')}/out token"
             f"{_ci(st.get('j_per_output_token'), ' J')}")
+
+
+def _engine_build(result: dict) -> list[tuple[str, str]]:
+    """A line for backends that build an engine (tensorrt): the build's window, or the cache hit."""
+    engine = result.get("engine") or {}
+    if "cache_hit" not in engine:
+        return []
+    if engine["cache_hit"]:
+        return [("engine build", f"cached ({engine.get('cache_key')}), not built in this run")]
+    w = next((w for w in result.get("windows") or [] if w.get("name") == "engine_build"), {})
+    return [("engine build", f"{_fmt(w.get('duration_s'), ' s')}, {_fmt(w.get('energy_j'), ' J')}")]
