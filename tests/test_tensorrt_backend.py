@@ -209,6 +209,7 @@ def test_interrupted_build_leaves_no_engine(compose, tmp_path, trt, checkpoint, 
     with pytest.raises(KeyboardInterrupt):
         build()
     assert not b.plan.cached and not b.plan.engine_dir.exists()
+    assert list(b.plan.engine_dir.parent.iterdir()) == []  # nor its staging directory
 
 
 def test_engine_key_changes_with_everything_that_shapes_the_engine(compose, tmp_path):

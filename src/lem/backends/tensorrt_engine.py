@@ -100,6 +100,9 @@ def build_engine(plan: EnginePlan, make_llm: Callable[[], Any]) -> float:
     llm = make_llm()
     try:
         llm.save(str(staging))
+    except BaseException:  # failed or interrupted: no half engine left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         llm.shutdown()  # the build's GPU memory goes back before the engine is loaded to run
     build_s = time.perf_counter() - t0
