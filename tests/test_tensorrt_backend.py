@@ -9,36 +9,30 @@ source version named in its docstring; nothing here ran TensorRT-LLM itself or a
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.fakes.trt_standin import standin
 
 from lem.backends import tensorrt_engine as engines
 from lem.backends.tensorrt import TensorRTBackend, sampling_kwargs
 from lem.models.source import ModelSource
 from lem.workload import Request
 
-FAKES = Path(__file__).parent / "fakes"
 ARCH = ["NVIDIA H200 sm_90"]
 
 
 @pytest.fixture
 def trt(monkeypatch, tmp_path):
     """The stand-in importable as `tensorrt_llm`, its call logs empty, engines under tmp_path."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
-        monkeypatch.delitem(sys.modules, name)
-    import tensorrt_llm
-    from tensorrt_llm.llmapi import llm as fake
-
-    monkeypatch.setattr(fake, "CALLS", [])
-    monkeypatch.setattr(fake, "BUILDS", [])
     monkeypatch.setattr(engines, "gpu_arch", lambda gpus: ARCH * len(gpus))
     monkeypatch.setenv(engines.ENGINE_DIR_ENV, str(tmp_path / "engines"))
-    yield fake
-    assert tensorrt_llm.__version__.endswith("lem.standin")
+    with standin(monkeypatch) as fake:
+        import tensorrt_llm
+
+        assert tensorrt_llm.__version__.endswith("lem.standin")
+        yield fake
 
 
 @pytest.fixture
@@ -256,3 +250,13 @@ def test_random_model_in_the_engine_workflow_is_written_once_before_the_build(co
     assert kw["skip_tokenizer_init"] is True and kw["tokenizer"] is None  # no tokenizer to load
     assert b.generate([Request(0, [1, 2], 3)], True).output_tokens == [3]
     b.close()
+
+
+def test_the_stand_in_is_gone_after_its_test(monkeypatch):
+    """Other tests probe for an installed tensorrt_llm (find_spec looks in sys.modules first)."""
+    import importlib.util
+
+    with standin(monkeypatch):
+        assert importlib.util.find_spec("tensorrt_llm") is not None
+    monkeypatch.undo()
+    assert importlib.util.find_spec("tensorrt_llm") is None

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.fakes.trt_standin import FAKES, standin
 
 from lem import runner
 from lem.backends import tensorrt_engine as engines
@@ -21,7 +22,6 @@ from lem.result import Result
 from lem.validate import ConfigError, validate
 
 ROOT = Path(__file__).parent.parent
-FAKES = Path(__file__).parent / "fakes"
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
 
 
@@ -58,22 +58,17 @@ def replayed_h200(monkeypatch):
 
 @pytest.fixture
 def trt(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
-        monkeypatch.delitem(sys.modules, name)
-    from tensorrt_llm.llmapi import llm as fake
-
-    monkeypatch.setattr(fake, "BUILDS", [])
     monkeypatch.setattr(engines, "gpu_arch", lambda gpus: ["NVIDIA H200 sm_90"] * len(gpus))
     monkeypatch.setenv(engines.ENGINE_DIR_ENV, str(tmp_path / "engines"))
-    write = fake._TrtLLM._write_engine
+    with standin(monkeypatch) as fake:
+        write = fake._TrtLLM._write_engine
 
-    def slow_write(self):  # a build long enough for the energy counter to move (~100 ms steps)
-        time.sleep(0.4)
-        write(self)
+        def slow_write(self):  # a build long enough for the energy counter to move (~100 ms steps)
+            time.sleep(0.4)
+            write(self)
 
-    monkeypatch.setattr(fake._TrtLLM, "_write_engine", slow_write)
-    return fake
+        monkeypatch.setattr(fake._TrtLLM, "_write_engine", slow_write)
+        yield fake
 
 
 def _load_like_the_runner(compose, tmp_path, source):
