@@ -18,6 +18,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-series", type=int, default=12, help="power time-series plots for at most N runs")
     p.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples per CI")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes for parsing and plotting (default: one per CPU; 1: all in this one)")
     args = p.parse_args(argv)
     if args.paths[0] == "compare":
         args.compare, args.paths = True, args.paths[1:]
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else default_out(args.paths)
     report = aggregate(*args.paths, out=out, max_series=args.max_series, n_resamples=args.resamples,
-                       plots=not args.no_plots)
+                       plots=not args.no_plots, jobs=args.jobs)
     print(f"lem aggregate: {report} ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -43,10 +43,10 @@ class Study:
         return t[~((t["status"] == "ok") & t["valid"].astype(bool))]
 
 
-def collect(*paths) -> Study:
+def collect(*paths, jobs: Optional[int] = None) -> Study:
     """Read every result under `paths` (sweep dirs, output dirs, trees of them, result files)."""
     files, missing, sweeps = find_jobs(paths)
-    runs = read_all(files)
+    runs = read_all(files, jobs)
     runs += [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
              for d in missing]
     never, notes = never_started(sweeps)
