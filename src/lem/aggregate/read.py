@@ -69,15 +69,26 @@ def find_jobs(paths) -> tuple[list[Path], list[Path], list[Path]]:
     return sorted(set(results)), sorted(set(missing)), sorted(set(sweeps))
 
 
+# prefix -> key -> dotted name, built once: the rows of 10,000 runs share their key strings (in
+# memory, and when a parsing worker pickles them back: pickle writes a shared object once)
+_NAMES: dict[str, dict[str, str]] = {}
+
+
+def dotted(prefix: str, key: str) -> str:
+    names = _NAMES.setdefault(prefix, {})
+    name = names.get(key)
+    if name is None:
+        name = names[key] = sys.intern(f"{prefix}{key}")
+    return name
+
+
 def flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (shown as JSON text in tables)."""
     out = {} if out is None else out
     for key, value in obj.items():
-        # interned: the rows of 10,000 runs share their key strings, in memory and when a
-        # parsing worker pickles them back (pickle shares identical objects)
-        name = sys.intern(f"{prefix}{key}")
+        name = dotted(prefix, key)
         if isinstance(value, dict) and value:
-            flatten(value, name + ".", out)
+            flatten(value, dotted(name, "."), out)
         else:
             out[name] = _text(value) if isinstance(value, (list, dict)) else value
     return out
@@ -129,7 +140,8 @@ def _run(job: str, data: dict[str, Any]) -> Run:
            "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
     row.update(flatten(data.get("summary") or {}, "summary."))
     for metric, st in (data.get("statistics") or {}).items():
-        row.update({sys.intern(f"statistics.{metric}.{k}"): v for k, v in st.items() if k != "method"})
+        prefix = dotted("statistics.", f"{metric}.")
+        row.update({dotted(prefix, k): v for k, v in st.items() if k != "method"})
     ts = data.get("timeseries") or {}
     row["timeseries_file"] = str(Path(job) / ts["file"]) if ts.get("file") else None
     run = Run(job, row, flat_config(row["group_hash"], config))
