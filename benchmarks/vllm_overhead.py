@@ -35,23 +35,9 @@ LEM_MODES = {"lem-stream": ["backend.per_token_timestamps=true"],
 def plain(passes: int, cache: str) -> None:
     """The baseline: nothing but vLLM. Prints one JSON line with each pass's seconds."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # as lem's backend.in_process=true
-    from omegaconf import OmegaConf
     from vllm import LLM, SamplingParams
 
-    from lem.models.tiny import tiny_model_dir
-    from lem.workload import make_batches, synthetic_requests
-
-    arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml")["config"])
-    path = tiny_model_dir(cache, 0, arch)
-    w = WORKLOAD
-    d = OmegaConf.create({"num_requests": w["num_requests"], "seed": 0, "input_len": w["input_len"],
-                         "output_len": w["output_len"], "input_len_dist": "fixed",
-                         "output_len_dist": "fixed", "input_len_spread": 0, "output_len_spread": 0})
-    from transformers import AutoTokenizer
-
-    special = set(AutoTokenizer.from_pretrained(path).all_special_ids)
-    requests = synthetic_requests(d, _vocab(path), special)
-    batches = make_batches(requests, "static", WORKLOAD["batch_size"])
+    path, batches = _tiny_workload(cache)
     llm = LLM(model=str(path), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,
               seed=0, enable_prefix_caching=False)
     n = WORKLOAD["output_len"]
