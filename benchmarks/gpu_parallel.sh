@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 7's two-GPU validation (nvidia-h200-x2), most valuable first, each result kept under $OUT:
-#   1. data parallel, 8B-random, 2 GPUs  2. tensor parallel, qwen2.5-0.5b-random, 2 GPUs
-#   3. the gpu-marked two-GPU tests (tiny model, data and tensor parallel)
+#   1. data parallel, 8B-random, 2 GPUs  2. tensor parallel, qwen2.5-0.5b-random  3. the gpu-marked
+#   two-GPU tests  4. tensor parallel, 8B-random (writes a 16 GB random checkpoint once; last, as
+#   the slowest)
+# Each step has its own time limit so one hang cannot eat the others' device time.
 # Runs from the repo root with Hydra on PYTHONPATH (../shared/gpu/README.md): OUT=/tmp/out bash benchmarks/gpu_parallel.sh
 set -u
 mkdir -p "$OUT"
@@ -21,7 +23,7 @@ PY
 }
 run() {  # name, overrides...
   local name=$1; shift
-  python3 -m lem gpus=[0,1] precision=bf16 progress=false hydra.run.dir="$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 \
+  timeout "${STEP_S:-200}" python3 -m lem gpus=[0,1] precision=bf16 progress=false hydra.run.dir="$OUT/$name" "$@" > "$OUT/$name.log" 2>&1 \
     || { echo "$name failed"; tail -30 "$OUT/$name.log"; }
   summary "$OUT/$name" | tee -a "$OUT/parallel.jsonl"
 }
@@ -29,4 +31,6 @@ run dp2_llama3-8b-random model=llama3-8b-random backend.parallel=data dataset.in
   dataset.output_len=128 dataset.num_requests=64 batching.batch_size=16
 run tp2_qwen0.5b-random model=qwen2.5-0.5b-random backend.parallel=tensor dataset.input_len=256 \
   dataset.output_len=128 dataset.num_requests=32 batching.batch_size=16
-python3 -m pytest -m gpu tests/test_gpu.py -k two_gpu -q -p no:cacheprovider 2>&1 | tail -15
+timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -k two_gpu -q -p no:cacheprovider 2>&1 | tail -15
+STEP_S=260 run tp2_llama3-8b-random model=llama3-8b-random backend.parallel=tensor dataset.input_len=256 \
+  dataset.output_len=128 dataset.num_requests=64 batching.batch_size=16

@@ -133,3 +133,9 @@ def test_tensor_parallel_random_model_is_written_once_as_a_checkpoint(run_lem, l
     assert len(local) == 2 and local[0] < r["roofline"]["bytes_per_step"]  # a shard, not the model
     checkpoints = list((lem_cache / "random-checkpoints").glob("*/config.json"))
     assert len(checkpoints) == 1
+    assert r["parallel"]["random_checkpoint_write_s"] > 0  # this run wrote it, inside model load
+    again = run_lem(*args[:-1], "hydra.run.dir=again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    r2 = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert r2["parallel"]["random_checkpoint_write_s"] is None  # reused, not rewritten
+    assert list((lem_cache / "random-checkpoints").glob("*/config.json")) == checkpoints

@@ -45,22 +45,23 @@ class ParallelBackend:
         self.run_cfg = run_cfg
         self.mode = backend_cfg.parallel
         self.workers: list[_Worker] = []
+        self.random_checkpoint_write_s: Optional[float] = None  # None: not written by this run
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self, source, precision, gpus: list[int]) -> PrecisionInfo:
         size = len(gpus) or int(self.cfg.parallel_size or 0)
         inner = _inner_cfg(self.cfg)
-        if self.mode == "tensor" and source.path is None:  # tp_plan loads from a checkpoint
-            from dataclasses import replace
-
-            from lem.models.random_checkpoint import random_checkpoint_dir
-
-            path = random_checkpoint_dir(self.run_cfg.cache_dir, source.config, source.seed,
-                                         precision.dtype)
-            source = replace(source, path=str(path))
         port = _free_port() if self.mode == "tensor" else None
         self.workers = [_Worker.start(rank, size, self.mode, gpus, inner, self.run_cfg, port)
                         for rank in range(size)]
+        if self.mode == "tensor" and source.path is None:  # tp_plan loads from a checkpoint
+            from dataclasses import replace
+
+            # rank 0 writes it, on its first GPU where there is one (seconds, not minutes)
+            path, self.random_checkpoint_write_s = self._one(
+                0, ("random_checkpoint", self.run_cfg.cache_dir, source.config, source.seed,
+                    precision.dtype))
+            source = replace(source, path=str(path))
         infos = self._all(("load", source, precision))
         log.info("%s parallel: %d workers loaded (gpus=%s)", self.mode, size, gpus)
         return infos[0]
@@ -109,7 +110,9 @@ class ParallelBackend:
                 "workers": [{"rank": w.rank, "gpus": w.gpus, "pid": w.proc.pid}
                             for w in self.workers],
                 "dealing": "round-robin batches, run concurrently" if self.mode == "data"
-                else "every batch on every rank; rank 0's token times"}
+                else "every batch on every rank; rank 0's token times",
+                # inside model load's time and energy when not None (a one-time cost)
+                "random_checkpoint_write_s": self.random_checkpoint_write_s}
 
     def model_info(self) -> dict[str, Any]:
         infos = self._all(("model_info",))
@@ -242,6 +245,10 @@ def _handle(conn, backend, msg, gpus, mode) -> None:
         conn.send(("ok", backend.load(msg[1], msg[2], gpus, tensor_parallel=(mode == "tensor"))))
     elif op == "generate":
         conn.send(("ok", backend.generate(msg[1], msg[2])))
+    elif op == "random_checkpoint":
+        from lem.models.random_checkpoint import ensure_random_checkpoint
+
+        conn.send(("ok", ensure_random_checkpoint(*msg[1:], device="cuda:0" if gpus else "cpu")))
     elif op == "generate_many":
         for i, batch in enumerate(msg[1]):
             conn.send(("batch", i, backend.generate(batch, msg[2])))
