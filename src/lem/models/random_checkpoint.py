@@ -4,8 +4,8 @@ Tensor parallelism loads each rank's shard with transformers' `from_pretrained(t
 which reads a checkpoint; a random-weight model is otherwise built in place on the GPU. So for
 tensor-parallel runs the model is built once (same init distribution, seeded) and saved under the
 cache dir, keyed by architecture, seed and dtype; later runs reuse it. 8B in bf16 is 16 GB of disk.
-Build it on a GPU where there is one: on an H200 host the CPU fill and write of 8B took 261 s,
-the GPU fill is under a second (MEASUREMENT.md; benchmarks/results/2026-11-30_h200_parallel.md).
+Build it on a GPU where there is one: on an H200 host the CPU fill and write of 8B took ~255 s,
+the GPU build and write 30 s (benchmarks/results/2026-11-30_h200x2_parallel.md).
 The numbers differ between devices (each generator's own stream), not their distribution.
 """
 
