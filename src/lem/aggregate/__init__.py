@@ -25,51 +25,64 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
     out = Path(out) if out else default_out(paths)
     jobs = jobs or os.cpu_count() or 1
     study = collect(*paths, jobs=jobs)
-    # the per-run power plots need no groups: drawn in a forked process while groups are computed
-    series = SeriesPlots(study, out / "plots", max_series, fork=jobs > 1) if plots else None
+    # plots in a forked process: it imports matplotlib and draws the per-run power series while
+    # the groups are computed here, then the summary plots while the tables are written
+    plotter = Plotter(study, out, max_series, fork=jobs > 1) if plots else None
     g = groups(study, n_resamples)
+    if plotter:
+        plotter.send_groups(g)
     write_table(study.table, out, "runs")
     write_table(g, out, "groups")
-    made = {}
-    if plots:
-        from lem.aggregate.plots import all_plots
-
-        made = all_plots(study, g, out, series.outcomes())
-    return write_report(study, g, made, out, paths)
+    return write_report(study, g, plotter.made() if plotter else {}, out, paths)
 
 
-class SeriesPlots:
-    """plots.series_plots in a forked child (the study is inherited, not pickled); inline where
-    fork is unavailable. outcomes() waits for it and returns what it drew, or why not."""
+class Plotter:
+    """Every plot (lem.aggregate.plots) drawn in a forked child, which inherits the study instead
+    of receiving it; inline where fork is unavailable, or when the child dies (so its traceback
+    shows). made() returns what was drawn, or why not, by report section."""
 
-    def __init__(self, study: Study, plots_dir: Path, max_series: int, fork: bool = True):
-        self.args = (study, plots_dir, max_series)
-        self.proc = None
+    def __init__(self, study: Study, out: Path, max_series: int, fork: bool = True):
+        self.args = (study, out, max_series)
+        self.proc = self.g = None
         if fork and "fork" in mp.get_all_start_methods():
             ctx = mp.get_context("fork")
-            self.recv, send = ctx.Pipe(duplex=False)
-            self.proc = ctx.Process(target=_series_child, args=(send, *self.args), daemon=True)
+            self.conn, child = ctx.Pipe()
+            self.proc = ctx.Process(target=_plot_child, args=(child, *self.args), daemon=True)
             self.proc.start()
-            send.close()
+            child.close()
 
-    def outcomes(self) -> list:
-        from lem.aggregate.plots import series_plots
+    def send_groups(self, g) -> None:
+        self.g = g
+        if self.proc is not None:
+            try:
+                self.conn.send(g)
+            except (BrokenPipeError, OSError):  # the child died already: made() draws inline
+                pass
 
-        if self.proc is None:
-            return series_plots(*self.args)
-        try:
-            result = self.recv.recv()
-        except EOFError:  # the child died: draw here instead, so a crash shows its traceback
-            result = None
-        self.proc.join()
-        return series_plots(*self.args) if result is None else result
+    def made(self) -> dict:
+        if self.proc is not None:
+            try:
+                result = self.conn.recv()
+            except (EOFError, OSError):
+                result = None
+            self.proc.join()
+            if result is not None:
+                return result
+        return draw_all(*self.args, self.g)
 
 
-def _series_child(send, study, plots_dir, max_series) -> None:
-    from lem.aggregate.plots import series_plots
+def draw_all(study: Study, out: Path, max_series: int, g) -> dict:
+    from lem.aggregate.plots import all_plots, series_plots
 
-    send.send(series_plots(study, plots_dir, max_series))
-    send.close()
+    return all_plots(study, g, out, series_plots(study, out / "plots", max_series))
+
+
+def _plot_child(conn, study: Study, out: Path, max_series: int) -> None:
+    from lem.aggregate.plots import all_plots, series_plots
+
+    series = series_plots(study, out / "plots", max_series)
+    conn.send(all_plots(study, conn.recv(), out, series))
+    conn.close()
 
 
 def default_out(paths) -> Path:

@@ -122,26 +122,28 @@ def power_series(study: Study, paths: list[str], path: Path) -> list[Outcome]:
 
 
 def _read_series(study: Study, path_of_run: str):
-    run = study.runs[path_of_run]
-    file = run.row.get("timeseries_file")
-    if not file or not Path(file).is_file():
+    rows = study.table.loc[study.table["path"] == path_of_run, "timeseries_file"]
+    file = rows.iloc[0] if len(rows) else None
+    if not isinstance(file, str) or not Path(file).is_file():  # NaN: a row that has none
         return f"{path_of_run}: no timeseries.parquet (CPU run or no sampler): no power plot"
     ts = pd.read_parquet(file, columns=["t_ns", "gpu", "power_w"])
     if ts.empty:
         return f"{path_of_run}: timeseries.parquet is empty"
-    return run, ts
+    return (path_of_run, study.windows.get(path_of_run, [])), ts
 
 
-def _draw_series(ax, run, ts: pd.DataFrame) -> None:
+def _draw_series(ax, run: tuple[str, list], ts: pd.DataFrame) -> None:
+    """`run`: its job path and its windows."""
+    job, windows = run
     t0 = ts["t_ns"].min()
     for gpu, part in ts.groupby("gpu"):
         ax.plot((part["t_ns"] - t0) / 1e9, part["power_w"], lw=0.8, label=f"GPU {gpu}")
-    for i, (name, start, end) in enumerate(w for w in run.windows if w[1] is not None and w[2] is not None):
+    for i, (name, start, end) in enumerate(w for w in windows if w[1] is not None and w[2] is not None):
         ax.axvspan((start - t0) / 1e9, (end - t0) / 1e9, alpha=0.15, color=f"C{(i % 8) + 1}")
         ax.text((start - t0) / 1e9, ax.get_ylim()[1], str(name), fontsize=6, va="top", rotation=90)
     ax.set_xlabel("s", fontsize=7)
     ax.set_ylabel("power (W)", fontsize=7)
-    ax.set_title(Path(run.path).name[:80], fontsize=7)
+    ax.set_title(Path(job).name[:80], fontsize=7)
     ax.tick_params(labelsize=6)
     if ts["gpu"].nunique() > 1:
         ax.legend(fontsize=6)

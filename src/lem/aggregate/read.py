@@ -4,10 +4,13 @@ A job directory is one with a result.json, or one Hydra made (it has `.hydra/`) 
 result.json: that one is `missing`. An unparsable result.json is `corrupt`; one whose status is
 still `running` (the run died before it could finish its result) is `partial`. Only what the
 aggregation needs is kept: scalars, flattened, and per run the raw per-request latencies.
+`read_chunk` returns them columnar (a DataFrame, one array per latency): a parsing worker sends
+that back in a few large buffers instead of thousands of small objects (benchmarks/aggregate_speed.py).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pandas as pd
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
     import orjson
@@ -42,9 +46,45 @@ class Run:
 
     path: str
     row: dict[str, Any]
-    config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys
+    config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys, without `repeat`
     latencies: dict[str, np.ndarray] = field(default_factory=dict)
     windows: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+_EMPTY = np.empty(0)
+
+
+@dataclass
+class Chunk:
+    """Some runs, columnar: their table, each latency's raw values run after run with each run's
+    count, the configs by group hash and the windows of ok runs by job path."""
+
+    table: pd.DataFrame
+    values: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+    configs: dict[str, dict[str, Any]]
+    windows: dict[str, list]
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> Chunk:
+        values = {k: np.concatenate([r.latencies.get(k, _EMPTY) for r in runs] or [_EMPTY]) for k in LATENCIES}
+        counts = {k: np.fromiter((len(r.latencies.get(k, _EMPTY)) for r in runs), np.int64, len(runs))
+                  for k in LATENCIES}
+        configs = {r.row["group_hash"]: r.config for r in runs if r.config}
+        return cls(pd.DataFrame([r.row for r in runs]), values, counts, configs,
+                   {r.path: r.windows for r in runs if r.windows})
+
+
+def read_chunk(files: list[Path]) -> Chunk:
+    """read_run on each file, with the cyclic garbage collector paused: the parsed results are
+    trees of fresh dicts and lists, which set it off again and again for nothing (no cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return Chunk.of([read_run(f) for f in files])
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def find_jobs(paths) -> tuple[list[Path], list[Path], list[Path]]:
@@ -155,11 +195,12 @@ _FLAT: dict[str, dict[str, Any]] = {}  # group hash -> flattened config without 
 
 
 def flat_config(ghash: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Flattened config (dotted keys); repeats of a point share all but `repeat`, so flatten once."""
+    """Flattened config (dotted keys) without `repeat` (the row has it): repeats of a point share
+    it, so it is flattened once."""
     flat = _FLAT.get(ghash)
     if flat is None:
         flat = _FLAT[ghash] = flatten({k: v for k, v in config.items() if k not in GROUP_IGNORED})
-    return {**flat, "repeat": config["repeat"]} if "repeat" in config else flat
+    return flat
 
 
 def _reason(data: dict[str, Any], validity: dict[str, Any]) -> Optional[str]:

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from lem.aggregate.read import Run, find_jobs, problem, read_run
+from lem.aggregate.read import LATENCIES, Chunk, Run, find_jobs, problem, read_chunk
 
 # named in every table and plot even when not swept: they say what a configuration is
 LABELS = ("backend.name", "model.name", "precision.name", "batching.batch_size")
@@ -24,10 +25,13 @@ CHUNK_FILES = 250
 
 @dataclass
 class Study:
-    """What was loaded: the runs table, the raw latencies and windows of ok runs, the axes."""
+    """What was loaded: the runs table (RangeIndex: row i is run i), each run's raw latencies,
+    the configs by group hash, the windows of ok runs, the swept axes."""
 
     table: pd.DataFrame
-    runs: dict[str, Run] = field(default_factory=dict)  # by path
+    latencies: Latencies = field(default_factory=lambda: Latencies.of([]))
+    configs: dict[str, dict] = field(default_factory=dict)  # group hash -> flat config
+    windows: dict[str, list] = field(default_factory=dict)  # job path -> [(name, start_ns, end_ns)]
     axes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
@@ -43,23 +47,56 @@ class Study:
         return t[~((t["status"] == "ok") & t["valid"].astype(bool))]
 
 
+@dataclass
+class Latencies:
+    """Every run's raw values of each latency, run after run: run i's are values[k][start[k][i]:
+    start[k][i + 1]]. Pooling a group's runs is then slicing, never averaging."""
+
+    values: dict[str, np.ndarray]
+    start: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, chunks: list[Chunk], extra_rows: int = 0) -> Latencies:
+        values, start = {}, {}
+        for k in LATENCIES:
+            counts = [c.counts[k] for c in chunks] + [np.zeros(extra_rows, np.int64)]
+            values[k] = np.concatenate([c.values[k] for c in chunks] or [np.empty(0)])
+            start[k] = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+        return cls(values, start)
+
+    def pooled(self, rows) -> dict[str, np.ndarray]:
+        """Each latency's values of the given runs (row positions), concatenated."""
+        return {k: np.concatenate([self.values[k][self.start[k][i]:self.start[k][i + 1]] for i in rows]
+                                  or [np.empty(0)]) for k in LATENCIES}
+
+
 def collect(*paths, jobs: Optional[int] = None) -> Study:
     """Read every result under `paths` (sweep dirs, output dirs, trees of them, result files)."""
     files, missing, sweeps = find_jobs(paths)
-    runs = read_all(files, jobs)
-    runs += [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
-             for d in missing]
+    chunks = read_all(files, jobs)
+    problems = [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
+                for d in missing]
     never, notes = never_started(sweeps)
-    runs += never
-    axes = swept_axes(runs)
-    table = pd.DataFrame([r.row for r in runs])
-    if table.empty:
-        table = pd.DataFrame(columns=[*FIRST, "config_hash", "group_hash", "env_key"])
+    problems += never
+    frames = [c.table for c in chunks] + ([pd.DataFrame([r.row for r in problems])] if problems else [])
+    table = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(
+        columns=[*FIRST, "config_hash", "group_hash", "env_key"])
+    configs = {h: c for chunk in chunks for h, c in chunk.configs.items()}
+    axes = swept_axes(table, configs)
+    hashes = table["group_hash"].tolist() if "group_hash" in table else [None] * len(table)
     for key in dict.fromkeys([*axes, *LABELS]):
-        table[key] = _ints(pd.Series([r.config.get(key) for r in runs], dtype=object, index=table.index))
+        if key == "repeat":
+            continue
+        column = [configs[h].get(key) if h in configs else None for h in hashes]
+        table[key] = _ints(pd.Series(column, dtype=object, index=table.index))
+    if "repeat" in table:  # concat made it float where some rows have none: integers again
+        table["repeat"] = _ints(pd.Series([None if v is None or v != v else int(v) if float(v).is_integer()
+                                           else v for v in table["repeat"].tolist()], dtype=object,
+                                          index=table.index))
     lead = [*FIRST, *dict.fromkeys([*axes, *LABELS])]
     table = table[[*lead, *[c for c in table.columns if c not in lead]]]
-    return Study(table, {r.path: r for r in runs}, axes, notes)
+    return Study(table, Latencies.of(chunks, len(problems)), configs,
+                 {p: w for c in chunks for p, w in c.windows.items()}, axes, notes)
 
 
 def never_started(sweeps: list[Path]) -> tuple[list[Run], list[str]]:
@@ -78,23 +115,20 @@ def never_started(sweeps: list[Path]) -> tuple[list[Run], list[str]]:
     return runs, notes
 
 
-def read_all(files: list[Path], workers: Optional[int] = None) -> list[Run]:
+def read_all(files: list[Path], workers: Optional[int] = None) -> list[Chunk]:
     """Parse every result.json: in chunks over forked worker processes when there are many.
 
-    Parsing (orjson, flattening, raw latencies) is pure CPU and per file; on the 2-core machine two
-    workers cut 10,000 files from 5.8 s to about half (benchmarks/aggregate_speed.py). Forked, so
-    no worker re-imports anything; sequential where fork is unavailable or the tree is small.
+    Parsing (orjson, flattening, raw latencies) is pure CPU and per file. Each worker sends back
+    a columnar Chunk (a DataFrame and one array per latency), so the main process unpickles a few
+    large buffers, not 10,000 dicts. Forked, so no worker re-imports anything; sequential where
+    fork is unavailable or the tree is small.
     """
     workers = workers or os.cpu_count() or 1
-    if workers < 2 or len(files) < PARALLEL_MIN_FILES or "fork" not in mp.get_all_start_methods():
-        return [read_run(f) for f in files]
     chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+    if workers < 2 or len(files) < PARALLEL_MIN_FILES or "fork" not in mp.get_all_start_methods():
+        return [read_chunk(c) for c in chunks]
     with mp.get_context("fork").Pool(workers) as pool:
-        return [run for part in pool.imap(_read_chunk, chunks) for run in part]
-
-
-def _read_chunk(files: list[Path]) -> list[Run]:
-    return [read_run(f) for f in files]
+        return list(pool.imap(read_chunk, chunks))
 
 
 def load(*paths) -> pd.DataFrame:
@@ -102,13 +136,13 @@ def load(*paths) -> pd.DataFrame:
     return collect(*paths).table
 
 
-def swept_axes(runs: list[Run]) -> list[str]:
-    """Config keys (dotted) whose values differ across the loaded runs, in config order."""
-    with_config = [r for r in runs if r.config]
-    unique = list({r.row["group_hash"]: r.config for r in with_config}.values())  # repeats share one
-    keys = dict.fromkeys(k for c in unique for k in c if k != "repeat")
+def swept_axes(table: pd.DataFrame, configs: dict[str, dict]) -> list[str]:
+    """Config keys (dotted) whose values differ across the loaded runs, in config order; `repeat`
+    last when runs differ in it."""
+    unique = list(configs.values())
+    keys = dict.fromkeys(k for c in unique for k in c)
     axes = [k for k in keys if len({repr(c.get(k)) for c in unique}) > 1]
-    if len({repr(r.config.get("repeat")) for r in with_config}) > 1:
+    if "repeat" in table and table["repeat"].dropna().nunique() > 1:
         axes.append("repeat")
     return axes
 
