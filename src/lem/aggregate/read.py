@@ -114,6 +114,9 @@ def find_jobs(paths) -> tuple[list[Path], list[Path], list[Path]]:
 _NAMES: dict[str, dict[str, str]] = {}
 
 
+_STATS_PREFIX: dict[str, str] = {}
+
+
 def dotted(prefix: str, key: str) -> str:
     names = _NAMES.setdefault(prefix, {})
     name = names.get(key)
@@ -125,12 +128,15 @@ def dotted(prefix: str, key: str) -> str:
 def flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (shown as JSON text in tables)."""
     out = {} if out is None else out
+    names = _NAMES.get(prefix) or _NAMES.setdefault(prefix, {})  # inlined dotted(): 1.5M calls
     for key, value in obj.items():
-        name = dotted(prefix, key)
-        if isinstance(value, dict) and value:
+        name = names.get(key) or dotted(prefix, key)
+        if type(value) is dict and value:
             flatten(value, dotted(name, "."), out)
+        elif type(value) is list or type(value) is dict:
+            out[name] = _text(value)
         else:
-            out[name] = _text(value) if isinstance(value, (list, dict)) else value
+            out[name] = value
     return out
 
 
@@ -180,8 +186,9 @@ def _run(job: str, data: dict[str, Any]) -> Run:
            "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
     row.update(flatten(data.get("summary") or {}, "summary."))
     for metric, st in (data.get("statistics") or {}).items():
-        prefix = dotted("statistics.", f"{metric}.")
-        row.update({dotted(prefix, k): v for k, v in st.items() if k != "method"})
+        st = dict(st)
+        st.pop("method", None)
+        flatten(st, _STATS_PREFIX.get(metric) or _STATS_PREFIX.setdefault(metric, f"statistics.{metric}."), row)
     ts = data.get("timeseries") or {}
     row["timeseries_file"] = str(Path(job) / ts["file"]) if ts.get("file") else None
     run = Run(job, row, flat_config(row["group_hash"], config))

@@ -81,6 +81,9 @@ def collect(*paths, jobs: Optional[int] = None) -> Study:
     frames = [c.table for c in chunks] + ([pd.DataFrame([r.row for r in problems])] if problems else [])
     table = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(
         columns=[*FIRST, "config_hash", "group_hash", "env_key"])
+    for col in table.columns[table.dtypes == object]:  # all null in every chunk: float NaN, as
+        if table[col].isna().all():  # one DataFrame of all rows would have it
+            table[col] = np.nan
     configs = {h: c for chunk in chunks for h, c in chunk.configs.items()}
     axes = swept_axes(table, configs)
     hashes = table["group_hash"].tolist() if "group_hash" in table else [None] * len(table)
