@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 import pytest
@@ -93,45 +92,35 @@ def test_two_values_use_percentile_and_say_so():
 
 
 def test_bca_not_computable_falls_back_to_percentile(monkeypatch):
-    real = lem.stats.sps.bootstrap
+    real = lem.stats.bootstrap.mean_ci
 
-    def bootstrap(*args, method, **kwargs):
+    def mean_ci(arr, method, *args):
         if method == "BCa":
-            nan = types.SimpleNamespace(low=np.nan, high=np.nan)
-            return types.SimpleNamespace(confidence_interval=nan)
-        return real(*args, method=method, **kwargs)
+            return math.nan, math.nan
+        return real(arr, method, *args)
 
-    monkeypatch.setattr(lem.stats.sps, "bootstrap", bootstrap)
+    monkeypatch.setattr(lem.stats.bootstrap, "mean_ci", mean_ci)
     s = cycle_stats([1.0, 2.0, 4.0, 8.0], n_resamples=FAST)
     assert s.ci95_low < s.mean < s.ci95_high
     assert "percentile" in s.method and "BCa not computable" in s.method
 
 
 def test_no_finite_ci_at_all_is_none_with_a_reason(monkeypatch):
-    def bootstrap(*args, **kwargs):
-        return types.SimpleNamespace(confidence_interval=types.SimpleNamespace(low=np.nan, high=1.0))
-
-    monkeypatch.setattr(lem.stats.sps, "bootstrap", bootstrap)
+    monkeypatch.setattr(lem.stats.bootstrap, "mean_ci", lambda *args: (math.nan, 1.0))
     s = cycle_stats([1.0, 2.0, 4.0], n_resamples=FAST)
     assert (s.ci95_low, s.ci95_high) == (None, None)
     assert s.std is not None and "not computable" in s.method
 
 
-def test_older_scipy_takes_the_seed_as_random_state(monkeypatch):
-    seen = {}
-
-    def bootstrap(data, statistic, *, n_resamples=9999, confidence_level=0.95, method="BCa", random_state=None):
-        seen["random_state"] = random_state
-        return types.SimpleNamespace(confidence_interval=types.SimpleNamespace(low=1.0, high=3.0))
-
-    monkeypatch.setattr(lem.stats.sps, "bootstrap", bootstrap)
-    lem.stats._seed_keyword.cache_clear()
-    try:
-        s = cycle_stats([1.0, 2.0, 3.0], seed=5, n_resamples=FAST)
-    finally:
-        lem.stats._seed_keyword.cache_clear()
-    assert seen == {"random_state": 5}
-    assert (s.ci95_low, s.ci95_high) == (1.0, 3.0)
+def test_ci_is_scipy_bootstrap_with_the_seed_and_says_how():
+    sps = pytest.importorskip("scipy.stats")
+    values = [1.0, 2.0, 3.0, 7.0]
+    s = cycle_stats(values, seed=5, n_resamples=FAST)
+    ref = sps.bootstrap((np.array(values),), np.mean, n_resamples=FAST, method="BCa", rng=5)
+    assert s.ci95_low == pytest.approx(ref.confidence_interval.low, rel=1e-10)
+    assert s.ci95_high == pytest.approx(ref.confidence_interval.high, rel=1e-10)
+    assert s.method == ("bootstrap BCa, 999 resamples, seed 5 (lem.bootstrap, scipy.stats.bootstrap's draws "
+                        "and formulas), 95% CI of the mean")
 
 
 def test_pick_dotted_paths():

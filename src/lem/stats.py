@@ -7,18 +7,15 @@ computed is None and `method` says why, as everywhere else in the result.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import numbers
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
-import scipy
-from scipy import stats as sps
+
+from lem import bootstrap
 
 CONFIDENCE_LEVEL = 0.95
 N_RESAMPLES = 9999
@@ -35,19 +32,18 @@ class CycleStats:
     method: str = ""  # how the CI was computed, or why there is none
 
 
-@functools.lru_cache(maxsize=1)
-def _seed_keyword() -> str:
-    """scipy >= 1.15 takes the seed as `rng`; older versions as `random_state`."""
-    params = inspect.signature(sps.bootstrap).parameters
-    return "rng" if "rng" in params else "random_state"
-
-
 def _present(values: list[Optional[float]]) -> np.ndarray:
     """The values that are there: None and NaN are missing; an infinite value is a bug upstream."""
     kept = [float(v) for v in values if v is not None and not math.isnan(v)]
     if any(math.isinf(v) for v in kept):
         raise ValueError(f"infinite value among cycle values: {values}")
     return np.asarray(kept, dtype=float)
+
+
+def ci_method_text(method: str, n_resamples: int, seed: int) -> str:
+    """How a bootstrap CI was computed (lem.aggregate.groups writes the same text for its groups)."""
+    return (f"bootstrap {method}, {n_resamples} resamples, seed {seed} (lem.bootstrap, scipy.stats.bootstrap's "
+            f"draws and formulas), {CONFIDENCE_LEVEL:.0%} CI of the mean")
 
 
 def bootstrap_mean_ci(arr: np.ndarray, seed: int = 0,
@@ -61,16 +57,9 @@ def bootstrap_mean_ci(arr: np.ndarray, seed: int = 0,
     n = len(arr)
     tried = []
     for method in (("percentile",) if n == 2 else ("BCa", "percentile")):
-        with warnings.catch_warnings():
-            # where BCa cannot be computed scipy warns (DegenerateDataWarning, a RuntimeWarning, and a
-            # division by zero): the non-finite bounds are handled below instead
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = sps.bootstrap((arr,), np.mean, confidence_level=CONFIDENCE_LEVEL, n_resamples=n_resamples,
-                                method=method, **{_seed_keyword(): seed})
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        low, high = bootstrap.mean_ci(arr, method, n_resamples, seed, CONFIDENCE_LEVEL)
         if math.isfinite(low) and math.isfinite(high):
-            text = (f"scipy.stats.bootstrap {method}, {n_resamples} resamples, seed {seed} "
-                    f"(scipy {scipy.__version__}), {CONFIDENCE_LEVEL:.0%} CI of the mean")
+            text = ci_method_text(method, n_resamples, seed)
             if tried:
                 text += f"; {tried[-1]} not computable for these values"
             if n == 2:

@@ -11,18 +11,16 @@ Runs of different environments (GPU, driver, power limit, engine, lem version) n
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-import scipy
-from scipy import stats as sps
 
 import lem.stats as lem_stats
 from lem.aggregate.read import LATENCIES
 from lem.aggregate.table import LABELS, Study
+from lem.bootstrap import mean_ci
 from lem.metrics import PERCENTILES, Stats
 from lem.stats import CycleStats, cycle_stats
 
@@ -92,8 +90,9 @@ def pooled_ratio(num: np.ndarray, den: np.ndarray) -> Optional[float]:
 
 def bootstrap_all(values: list[list], n_resamples: int) -> list[CycleStats]:
     """cycle_stats of each list. Lists of one length with no missing and not all-equal values go
-    through one vectorised scipy.stats.bootstrap call (the same BCa/percentile method, resamples and
-    seed as cycle_stats, so the same resample indices and CIs); any non-finite bound falls back."""
+    through one vectorised lem.bootstrap.mean_ci call (the same BCa method, resamples and seed as
+    cycle_stats, so the same resample indices and CIs); any non-finite bound falls back to cycle_stats
+    (which then tries percentile)."""
     out: list[Optional[CycleStats]] = [None] * len(values)
     by_n: dict[int, list[int]] = {}
     for i, v in enumerate(values):
@@ -110,14 +109,9 @@ def bootstrap_all(values: list[list], n_resamples: int) -> list[CycleStats]:
 
 def _vectorised(arr: np.ndarray, n_resamples: int) -> list[Optional[CycleStats]]:
     """One bootstrap over rows of `arr` (groups x runs), as lem.stats.bootstrap_mean_ci does per row."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = sps.bootstrap((arr,), np.mean, axis=-1, confidence_level=lem_stats.CONFIDENCE_LEVEL,
-                            n_resamples=n_resamples, method="BCa", **{lem_stats._seed_keyword(): 0})
-    low, high = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
+    low, high = mean_ci(arr, "BCa", n_resamples, 0, lem_stats.CONFIDENCE_LEVEL)
     mean, std = arr.mean(axis=1), arr.std(axis=1, ddof=1)
-    method = (f"scipy.stats.bootstrap BCa, {n_resamples} resamples, seed 0 (scipy {scipy.__version__}), "
-              f"{lem_stats.CONFIDENCE_LEVEL:.0%} CI of the mean")
+    method = lem_stats.ci_method_text("BCa", n_resamples, 0)
     out = []
     for k in range(len(arr)):
         if not (np.isfinite(low[k]) and np.isfinite(high[k])):
