@@ -176,6 +176,43 @@ def test_aggregation_never_imports_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_parsing_workers_give_the_same_study_as_one_process(study, monkeypatch):
+    import lem.aggregate.table as table
+
+    one = collect(study, jobs=1)
+    monkeypatch.setattr(table, "PARALLEL_MIN_FILES", 0)  # workers even for this small tree
+    monkeypatch.setattr(table, "CHUNK_FILES", 4)  # several chunks, dealt to both workers
+    two = collect(study, jobs=2)
+    pd.testing.assert_frame_equal(one.table, two.table)
+    assert one.axes == two.axes and one.configs == two.configs and one.windows == two.windows
+    for name in one.latencies.values:
+        np.testing.assert_array_equal(one.latencies.values[name], two.latencies.values[name])
+        np.testing.assert_array_equal(one.latencies.start[name], two.latencies.start[name])
+    g1, g2 = groups(one, n_resamples=99), groups(two, n_resamples=99)
+    pd.testing.assert_frame_equal(g1, g2)
+    assert g1["itl_s.n"].sum() > 0
+
+
+def test_plots_are_drawn_in_a_child_process_and_the_main_one_never_imports_matplotlib(study, tmp_path):
+    code = (f"import sys; from lem.aggregate import aggregate; aggregate({str(study)!r}, "
+            f"out={str(tmp_path / 'o')!r}, n_resamples=99, jobs=2); "
+            "assert 'matplotlib' not in sys.modules, 'the main process imported matplotlib'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert {"energy_vs_throughput.png", "energy_vs_batch.png", "latency.png"} <= {
+        p.name for p in (tmp_path / "o" / "plots").glob("*.png")}
+
+
+def test_plots_are_drawn_inline_when_the_plot_process_dies(study, tmp_path, monkeypatch):
+    import os
+
+    import lem.aggregate as agg
+
+    monkeypatch.setattr(agg, "_plot_child", lambda *a: os._exit(3))  # the forked child inherits it
+    report = aggregate(study, out=tmp_path / "o", n_resamples=99, jobs=2).read_text()
+    assert (tmp_path / "o" / "plots" / "latency.png").stat().st_size > 1000
+    assert "plots/latency.png" in report
+
+
 @pytest.mark.slow
 def test_real_tiny_sweep_to_report(run_lem, tmp_path):
     proc = run_lem("-m", "precision=fp32,bf16", "dataset.num_requests=2", "measurement.cycles=2",

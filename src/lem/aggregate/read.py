@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
     import orjson
@@ -56,10 +55,10 @@ _EMPTY = np.empty(0)
 
 @dataclass
 class Chunk:
-    """Some runs, columnar: their table, each latency's raw values run after run with each run's
+    """Some runs, columnar: their table's columns, each latency's raw values run after run with each run's
     count, the configs by group hash and the windows of ok runs by job path."""
 
-    table: pd.DataFrame
+    columns: dict[str, list]  # the rows as columns (missing: NaN), typed once, by the caller
     values: dict[str, np.ndarray]
     counts: dict[str, np.ndarray]
     configs: dict[str, dict[str, Any]]
@@ -71,7 +70,9 @@ class Chunk:
         counts = {k: np.fromiter((len(r.latencies.get(k, _EMPTY)) for r in runs), np.int64, len(runs))
                   for k in LATENCIES}
         configs = {r.row["group_hash"]: r.config for r in runs if r.config}
-        return cls(pd.DataFrame([r.row for r in runs]), values, counts, configs,
+        names = dict.fromkeys(k for r in runs for k in r.row)
+        columns = {k: [r.row.get(k, np.nan) for r in runs] for k in names}
+        return cls(columns, values, counts, configs,
                    {r.path: r.windows for r in runs if r.windows})
 
 

@@ -56,10 +56,10 @@ class Latencies:
     start: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, chunks: list[Chunk], extra_rows: int = 0) -> Latencies:
+    def of(cls, chunks: list[Chunk]) -> Latencies:
         values, start = {}, {}
         for k in LATENCIES:
-            counts = [c.counts[k] for c in chunks] + [np.zeros(extra_rows, np.int64)]
+            counts = [c.counts[k] for c in chunks] + [np.zeros(0, np.int64)]
             values[k] = np.concatenate([c.values[k] for c in chunks] or [np.empty(0)])
             start[k] = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
         return cls(values, start)
@@ -78,12 +78,9 @@ def collect(*paths, jobs: Optional[int] = None) -> Study:
                 for d in missing]
     never, notes = never_started(sweeps)
     problems += never
-    frames = [c.table for c in chunks] + ([pd.DataFrame([r.row for r in problems])] if problems else [])
-    table = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(
-        columns=[*FIRST, "config_hash", "group_hash", "env_key"])
-    for col in table.columns[table.dtypes == object]:  # all null in every chunk: float NaN, as
-        if table[col].isna().all():  # one DataFrame of all rows would have it
-            table[col] = np.nan
+    if problems:
+        chunks.append(Chunk.of(problems))
+    table = columns_table(chunks)
     configs = {h: c for chunk in chunks for h, c in chunk.configs.items()}
     axes = swept_axes(table, configs)
     hashes = table["group_hash"].tolist() if "group_hash" in table else [None] * len(table)
@@ -98,8 +95,22 @@ def collect(*paths, jobs: Optional[int] = None) -> Study:
                                           index=table.index))
     lead = [*FIRST, *dict.fromkeys([*axes, *LABELS])]
     table = table[[*lead, *[c for c in table.columns if c not in lead]]]
-    return Study(table, Latencies.of(chunks, len(problems)), configs,
+    return Study(table, Latencies.of(chunks), configs,
                  {p: w for c in chunks for p, w in c.windows.items()}, axes, notes)
+
+
+def columns_table(chunks: list[Chunk]) -> pd.DataFrame:
+    """One DataFrame of every chunk's rows, typed once over all of them (so the dtypes never
+    depend on how the files were split), columns in first-seen order."""
+    names = dict.fromkeys(k for c in chunks for k in c.columns)
+    if not names:
+        return pd.DataFrame(columns=[*FIRST, "config_hash", "group_hash", "env_key"])
+    data = {}
+    for name in names:
+        data[name] = column = []
+        for c in chunks:
+            column.extend(c.columns.get(name) or [np.nan] * len(next(iter(c.columns.values()))))
+    return pd.DataFrame(data)
 
 
 def never_started(sweeps: list[Path]) -> tuple[list[Run], list[str]]:
