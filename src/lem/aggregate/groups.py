@@ -44,6 +44,7 @@ def groups(study: Study, n_resamples: int = 9999) -> pd.DataFrame:
               *[f"statistics.{r[0]}.{k}" for r in RATIOS for k in STAT_KEYS]]
     cols = {c: runs[c].to_numpy(dtype=object) if c in runs else np.full(len(runs), None, object)
             for c in needed}
+    cols["row"] = runs.index.to_numpy()  # the table's row positions: where each run's latencies are
     rows, jobs = [], []
     for idx in runs.groupby(["group_hash", "env_key"], sort=False).indices.values():
         rows.append(group_row(study, cols, idx, labels, jobs))
@@ -74,8 +75,7 @@ def group_row(study: Study, cols: dict, idx: np.ndarray, labels: list[str], jobs
         else:  # one run: its own statistics across cycles
             row[f"{metric}.ci_unit"] = "cycles"
             row.update({f"{metric}.{k}": _num(cols[f"statistics.{metric}.{k}"][first]) for k in STAT_KEYS})
-    pooled = pooled_latencies([study.runs[p] for p in cols["path"][idx]])
-    for name, st in pooled.items():
+    for name, st in pooled_latencies(study.latencies.pooled(cols["row"][idx])).items():
         row.update({f"{name}.{k}": getattr(st, k) for k in ("n", "mean", "p50", "p90", "p95", "p99")})
     return row
 
@@ -131,14 +131,9 @@ def _mean(values: list) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
-def pooled_latencies(runs) -> dict[str, Any]:
+def pooled_latencies(values: dict[str, np.ndarray]) -> dict[str, Stats]:
     """Percentiles of the pooled raw values of every request of every run (late aggregation)."""
-    out = {}
-    for name in LATENCIES:
-        arrays = [r.latencies[name] for r in runs if name in r.latencies]
-        values = np.concatenate(arrays) if arrays else np.empty(0)
-        out[name] = _stats(values)
-    return out
+    return {name: _stats(values[name]) for name in LATENCIES}
 
 
 def _stats(values: np.ndarray) -> Stats:
