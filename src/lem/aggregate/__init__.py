@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -17,18 +19,25 @@ __all__ = ["load", "collect", "aggregate", "Study"]
 
 
 def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, plots: bool = True,
-              jobs: Optional[int] = None) -> Path:
-    """Everything for a study: runs.csv/.parquet, groups.csv/.parquet, plots/*.png, report.md."""
+              jobs: Optional[int] = None, log: Callable[[str], None] = lambda msg: None) -> Path:
+    """Everything for a study: runs.csv/.parquet, groups.csv/.parquet, plots/*.png, report.md.
+    `log` gets a line as each phase ends (the CLI prints them: 10,000 results take seconds)."""
     from lem.aggregate.groups import groups
     from lem.aggregate.report import write_report
 
     out = Path(out) if out else default_out(paths)
     jobs = jobs or os.cpu_count() or 1
+    t0 = time.perf_counter()
     study = collect(*paths, jobs=jobs)
+    counts = ", ".join(f"{n} {s}" for s, n in study.table["status"].value_counts().items())
+    log(f"read {len(study.table)} job dirs ({counts or 'none'}) in {time.perf_counter() - t0:.1f} s")
     # plots in a forked process: it imports matplotlib and draws the per-run power series while
     # the groups are computed here, then the summary plots while the tables are written
     plotter = Plotter(study, out, max_series, fork=jobs > 1) if plots else None
+    t0 = time.perf_counter()
     g = groups(study, n_resamples)
+    log(f"{len(g)} configurations (from {len(study.headline)} ok and valid runs; CIs from {n_resamples} "
+        f"bootstrap resamples) in {time.perf_counter() - t0:.1f} s")
     if plotter:
         plotter.send_groups(g)
     write_table(study.table, out, "runs")

@@ -42,7 +42,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else default_out(args.paths)
     report = aggregate(*args.paths, out=out, max_series=args.max_series, n_resamples=args.resamples,
-                       plots=not args.no_plots, jobs=args.jobs)
+                       plots=not args.no_plots, jobs=args.jobs,
+                       log=lambda msg: print(f"lem aggregate: {msg}", file=sys.stderr, flush=True))
     print(f"lem aggregate: {report} ({time.perf_counter() - started:.1f} s)")
     return 0
 
