@@ -251,11 +251,30 @@ def gpu_count(gpus: Any) -> int:
     return len(list(gpus))
 
 
+def config_groups() -> str:
+    """--help's listing of the config groups and their options, as Hydra's own $APP_CONFIG_GROUPS
+    but without the `*_schema` entries (they type-check the YAMLs; choosing one runs nothing)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():  # resolved outside `--help`: nothing to list
+        return "(the config groups: conf/ and `python -m lem --help`)"
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(loader.list_groups("")):
+        if group == "hydra":
+            continue
+        options = [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
+        lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
 def register_configs() -> None:
     """Register the schemas so each group's YAML is type-checked against them, and lem's resolvers
     (`${lem.gpu_count:${gpus}}` maps the run's GPU list to a launcher's GPU request)."""
     if not OmegaConf.has_resolver("lem.gpu_count"):
         OmegaConf.register_new_resolver("lem.gpu_count", gpu_count)
+    if not OmegaConf.has_resolver("lem.config_groups"):
+        OmegaConf.register_new_resolver("lem.config_groups", config_groups)
     if not OmegaConf.has_resolver("lem.config_dir"):
         from lem.local_config import searchpath_entry
 
@@ -264,8 +283,6 @@ def register_configs() -> None:
     cs.store(name="lem_schema", node=LemConfig)
     for name, schema in BACKEND_SCHEMAS.items():
         cs.store(group="backend", name=f"{name}_schema", node=schema)
-    for name, schema in BATCHING_SCHEMAS.items():
-        cs.store(group="batching", name=f"{name}_schema", node=schema)
     for name, schema in BATCHING_SCHEMAS.items():
         cs.store(group="batching", name=f"{name}_schema", node=schema)
     for group, schema in [
