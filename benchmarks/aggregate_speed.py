@@ -145,7 +145,7 @@ def main() -> None:
     t, procs = {k: [] for k in kinds}, {}
     for _ in range(args.cli_runs):  # interleaved: the shared VM's speed drifts within minutes
         for kind, extra in kinds.items():
-            proc, dt = timed(lambda: subprocess.run([*cli, *extra], capture_output=True, text=True))
+            proc, dt = timed(lambda extra=extra: subprocess.run([*cli, *extra], capture_output=True, text=True))
             assert proc.returncode == 0, proc.stderr[-3000:]
             t[kind].append(dt)
             procs.setdefault(kind, proc)
