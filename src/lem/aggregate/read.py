@@ -64,6 +64,10 @@ class Chunk:
     configs: dict[str, dict[str, Any]]
     windows: dict[str, list]
 
+    @property
+    def n_rows(self) -> int:
+        return len(self.counts[LATENCIES[0]])  # one count per run
+
     @classmethod
     def of(cls, runs: list[Run]) -> Chunk:
         values = {k: np.concatenate([r.latencies.get(k, _EMPTY) for r in runs] or [_EMPTY]) for k in LATENCIES}

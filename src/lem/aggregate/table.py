@@ -83,20 +83,24 @@ def collect(*paths, jobs: Optional[int] = None) -> Study:
     table = columns_table(chunks)
     configs = {h: c for chunk in chunks for h, c in chunk.configs.items()}
     axes = swept_axes(table, configs)
-    hashes = table["group_hash"].tolist() if "group_hash" in table else [None] * len(table)
-    for key in dict.fromkeys([*axes, *LABELS]):
-        if key == "repeat":
-            continue
-        column = [configs[h].get(key) if h in configs else None for h in hashes]
-        table[key] = _ints(pd.Series(column, dtype=object, index=table.index))
-    if "repeat" in table:  # concat made it float where some rows have none: integers again
-        table["repeat"] = _ints(pd.Series([None if v is None or v != v else int(v) if float(v).is_integer()
-                                           else v for v in table["repeat"].tolist()], dtype=object,
-                                          index=table.index))
-    lead = [*FIRST, *dict.fromkeys([*axes, *LABELS])]
-    table = table[[*lead, *[c for c in table.columns if c not in lead]]]
+    table = with_axes(table, [*axes, *LABELS], configs)
     return Study(table, Latencies.of(chunks), configs,
                  {p: w for c in chunks for p, w in c.windows.items()}, axes, notes)
+
+
+def with_axes(table: pd.DataFrame, keys: list[str], configs: dict[str, dict]) -> pd.DataFrame:
+    """The axis and label columns from each run's config (by its group hash), typed as the config
+    has them, first after the status columns; `repeat` comes from the row itself."""
+    hashes = table["group_hash"].tolist() if "group_hash" in table else [None] * len(table)
+    for key in dict.fromkeys(keys):
+        if key == "repeat":
+            values = [None if v is None or v != v else v for v in table[key].tolist()]
+            values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
+        else:
+            values = [configs[h].get(key) if h in configs else None for h in hashes]
+        table[key] = _ints(pd.Series(values, dtype=object, index=table.index))
+    lead = [*FIRST, *dict.fromkeys(keys)]
+    return table[[*lead, *[c for c in table.columns if c not in lead]]]
 
 
 def columns_table(chunks: list[Chunk]) -> pd.DataFrame:
@@ -109,7 +113,7 @@ def columns_table(chunks: list[Chunk]) -> pd.DataFrame:
     for name in names:
         data[name] = column = []
         for c in chunks:
-            column.extend(c.columns.get(name) or [np.nan] * len(next(iter(c.columns.values()))))
+            column.extend(c.columns.get(name) or [np.nan] * c.n_rows)
     return pd.DataFrame(data)
 
 
@@ -133,9 +137,9 @@ def read_all(files: list[Path], workers: Optional[int] = None) -> list[Chunk]:
     """Parse every result.json: in chunks over forked worker processes when there are many.
 
     Parsing (orjson, flattening, raw latencies) is pure CPU and per file. Each worker sends back
-    a columnar Chunk (a DataFrame and one array per latency), so the main process unpickles a few
-    large buffers, not 10,000 dicts. Forked, so no worker re-imports anything; sequential where
-    fork is unavailable or the tree is small.
+    a columnar Chunk (a list per column, an array per latency), so the main process unpickles a
+    few large objects, not 10,000 dicts and 40,000 small arrays. Forked, so no worker re-imports
+    anything; sequential where fork is unavailable or the tree is small.
     """
     workers = workers or os.cpu_count() or 1
     chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
