@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import torch
-from scipy.stats import bootstrap
+from scipy.stats import bootstrap  # a CI of the median: lem.bootstrap does means; scipy: the test extra
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from lem.backends.pytorch import _fill_random, _no_init_weights
