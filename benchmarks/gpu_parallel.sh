@@ -15,7 +15,9 @@ print(json.dumps({"status": r["status"], "parallel": {k: r["parallel"][k] for k 
                   "local_param_elements_per_worker": r["parallel"].get("local_param_elements_per_worker"),
                   "output_tokens_per_s": s["output_tokens_per_s"], "j_per_output_token": s["j_per_output_token"],
                   "energy_per_gpu_j": s["energy_per_gpu_j"], "idle_power_per_gpu_w": r["baseline"]["idle_power_per_gpu_w"],
-                  "requests_per_worker": {w: sum(q.get("worker") == w for q in r["requests"]) for w in (0, 1)},
+                  # tensor parallel: every rank serves every batch, so requests name no worker
+                  "requests_per_worker": {w: sum(q.get("worker") == w for q in r["requests"]) for w in (0, 1)}
+                  if r["parallel"]["mode"] == "data" else None,
                   "valid": r["validity"]["valid"], "checks": {c["name"]: c["verdict"] for c in r["validity"]["checks"]},
                   "idle_gpu_detail": next(c["detail"] for c in r["validity"]["checks"] if c["name"] == "idle_gpu_in_group"),
                   "memory": r["memory"]["gpus"], "phase_s": r["phase_s"], "wall_s": r["wall_s"]}))
