@@ -193,6 +193,21 @@ def test_parsing_workers_give_the_same_study_as_one_process(study, monkeypatch):
     assert g1["itl_s.n"].sum() > 0
 
 
+def test_cli_says_each_phase_and_how_far_reading_has_got(study, tmp_path, capsys, monkeypatch):
+    import lem.aggregate as agg
+    import lem.aggregate.table as table
+
+    monkeypatch.setattr(table, "CHUNK_FILES", 4)
+    monkeypatch.setattr(agg, "PROGRESS_EVERY_S", 0.0)  # every chunk but the last
+    assert main([str(study), "--out", str(tmp_path / "o"), "--resamples", "99", "--no-plots"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "reading:" in line] == [
+        f"lem aggregate: reading: {n} of 14 result files (0 s)" for n in (4, 8, 12)]
+    assert any(line.startswith("lem aggregate: read 15 job dirs (9 ok, ") for line in err)
+    assert any(" configurations (from 8 ok and valid runs; CIs from 99 bootstrap resamples)" in line
+               for line in err)
+
+
 def test_plots_are_drawn_in_a_child_process_and_the_main_one_never_imports_matplotlib(study, tmp_path):
     code = (f"import sys; from lem.aggregate import aggregate; aggregate({str(study)!r}, "
             f"out={str(tmp_path / 'o')!r}, n_resamples=99, jobs=2); "

@@ -16,6 +16,7 @@ from typing import Optional
 from lem.aggregate.table import Study, collect, load, write_table
 
 __all__ = ["load", "collect", "aggregate", "Study"]
+PROGRESS_EVERY_S = 5.0  # a "reading: n of N" line at most this often, for trees that take long
 
 
 def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, plots: bool = True,
@@ -28,7 +29,8 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
     out = Path(out) if out else default_out(paths)
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
-    study = collect(*paths, jobs=jobs)
+    study = collect(*paths, jobs=jobs, on_read=_every(PROGRESS_EVERY_S, lambda done, total: log(
+        f"reading: {done} of {total} result files ({time.perf_counter() - t0:.0f} s)")))
     counts = ", ".join(f"{n} {s}" for s, n in study.table["status"].value_counts().items())
     log(f"read {len(study.table)} job dirs ({counts or 'none'}) in {time.perf_counter() - t0:.1f} s")
     # plots in a forked process: it imports matplotlib and draws the per-run power series while
@@ -43,6 +45,19 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
     write_table(study.table, out, "runs")
     write_table(g, out, "groups")
     return write_report(study, g, plotter.made() if plotter else {}, out, paths)
+
+
+def _every(period_s: float, report: Callable[[int, int], None]) -> Callable[[int, int], None]:
+    """`report`, at most once per `period_s` and never for the last call (the phase's own line
+    follows it): progress for trees that take long to read, silence for those that do not."""
+    last = time.perf_counter()
+
+    def maybe(done: int, total: int) -> None:
+        nonlocal last
+        if done < total and time.perf_counter() - last >= period_s:
+            last = time.perf_counter()
+            report(done, total)
+    return maybe
 
 
 class Plotter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -70,10 +71,12 @@ class Latencies:
                                   or [np.empty(0)]) for k in LATENCIES}
 
 
-def collect(*paths, jobs: Optional[int] = None) -> Study:
-    """Read every result under `paths` (sweep dirs, output dirs, trees of them, result files)."""
+def collect(*paths, jobs: Optional[int] = None, on_read: Callable[[int, int], None] = lambda done, total: None
+            ) -> Study:
+    """Read every result under `paths` (sweep dirs, output dirs, trees of them, result files);
+    `on_read(files done, files in all)` after each chunk of files."""
     files, missing, sweeps = find_jobs(paths)
-    chunks = read_all(files, jobs)
+    chunks = read_all(files, jobs, on_read)
     problems = [problem(str(d), "missing", "job directory without result.json (killed, or still running)")
                 for d in missing]
     never, notes = never_started(sweeps)
@@ -133,7 +136,8 @@ def never_started(sweeps: list[Path]) -> tuple[list[Run], list[str]]:
     return runs, notes
 
 
-def read_all(files: list[Path], workers: Optional[int] = None) -> list[Chunk]:
+def read_all(files: list[Path], workers: Optional[int] = None,
+             on_read: Callable[[int, int], None] = lambda done, total: None) -> list[Chunk]:
     """Parse every result.json: in chunks over forked worker processes when there are many.
 
     Parsing (orjson, flattening, raw latencies) is pure CPU and per file. Each worker sends back
@@ -142,11 +146,20 @@ def read_all(files: list[Path], workers: Optional[int] = None) -> list[Chunk]:
     anything; sequential where fork is unavailable or the tree is small.
     """
     workers = workers or os.cpu_count() or 1
-    chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+    parts = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
     if workers < 2 or len(files) < PARALLEL_MIN_FILES or "fork" not in mp.get_all_start_methods():
-        return [read_chunk(c) for c in chunks]
+        return _reported(map(read_chunk, parts), len(files), on_read)
     with mp.get_context("fork").Pool(workers) as pool:
-        return list(pool.imap(read_chunk, chunks))
+        return _reported(pool.imap(read_chunk, parts), len(files), on_read)
+
+
+def _reported(chunks, total: int, on_read: Callable[[int, int], None]) -> list[Chunk]:
+    out, done = [], 0
+    for chunk in chunks:
+        out.append(chunk)
+        done += chunk.n_rows
+        on_read(done, total)
+    return out
 
 
 def load(*paths) -> pd.DataFrame:
