@@ -4,8 +4,9 @@ A job directory is one with a result.json, or one Hydra made (it has `.hydra/`) 
 result.json: that one is `missing`. An unparsable result.json is `corrupt`; one whose status is
 still `running` (the run died before it could finish its result) is `partial`. Only what the
 aggregation needs is kept: scalars, flattened, and per run the raw per-request latencies.
-`read_chunk` returns them columnar (a DataFrame, one array per latency): a parsing worker sends
-that back in a few large buffers instead of thousands of small objects (benchmarks/aggregate_speed.py).
+`read_chunk` returns them columnar (a list per column, an array per latency): a parsing worker
+sends that back as a few large objects instead of thousands of small ones
+(benchmarks/aggregate_speed.py).
 """
 
 from __future__ import annotations
@@ -85,10 +86,10 @@ def transpose(rows: list[dict[str, Any]]) -> dict[str, list]:
     shapes: dict[tuple, list[int]] = {}
     for i, row in enumerate(rows):
         shapes.setdefault(tuple(row), []).append(i)
-    names = dict.fromkeys(k for keys in shapes for k in keys)
     if len(shapes) == 1:
         keys = next(iter(shapes))
         return dict(zip(keys, map(list, zip(*(r.values() for r in rows)))))
+    names = dict.fromkeys(k for keys in shapes for k in keys)
     columns = {k: np.full(len(rows), np.nan, dtype=object) for k in names}
     for keys, where in shapes.items():
         for k, col in zip(keys, zip(*(rows[i].values() for i in where))):
@@ -141,9 +142,6 @@ def _sorted_paths(paths: set[str]) -> list[Path]:
 _NAMES: dict[str, dict[str, str]] = {}
 
 
-_STATS_PREFIX: dict[str, str] = {}
-
-
 def dotted(prefix: str, key: str) -> str:
     names = _NAMES.setdefault(prefix, {})
     name = names.get(key)
@@ -155,7 +153,7 @@ def dotted(prefix: str, key: str) -> str:
 def flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (shown as JSON text in tables)."""
     out = {} if out is None else out
-    names = _NAMES.get(prefix) or _NAMES.setdefault(prefix, {})  # inlined dotted(): 1.5M calls
+    names = _NAMES.setdefault(prefix, {})  # dotted() inlined for known keys: 1.5M calls
     for key, value in obj.items():
         name = names.get(key) or dotted(prefix, key)
         if type(value) is dict and value:
@@ -213,9 +211,7 @@ def _run(job: str, data: dict[str, Any]) -> Run:
            "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
     row.update(flatten(data.get("summary") or {}, "summary."))
     for metric, st in (data.get("statistics") or {}).items():
-        st = dict(st)
-        st.pop("method", None)
-        flatten(st, _STATS_PREFIX.get(metric) or _STATS_PREFIX.setdefault(metric, f"statistics.{metric}."), row)
+        flatten({k: v for k, v in st.items() if k != "method"}, dotted("statistics.", f"{metric}."), row)
     ts = data.get("timeseries") or {}
     row["timeseries_file"] = str(Path(job) / ts["file"]) if ts.get("file") else None
     run = Run(job, row, flat_config(row["group_hash"], config))

@@ -23,9 +23,9 @@ from typing import Optional
 log = logging.getLogger(__name__)
 
 
-def random_checkpoint_dir(cache_dir: str | os.PathLike, arch: dict, seed: int, dtype: str,
-                          device: str = "cpu") -> Path:
-    return ensure_random_checkpoint(cache_dir, arch, seed, dtype, device)[0]
+def random_checkpoint_dir(cache_dir: str | os.PathLike, arch: dict, seed: int, dtype: str) -> Path:
+    """The checkpoint's dir, built on the CPU if it is not there yet."""
+    return ensure_random_checkpoint(cache_dir, arch, seed, dtype)[0]
 
 
 def ensure_random_checkpoint(cache_dir: str | os.PathLike, arch: dict, seed: int, dtype: str,
