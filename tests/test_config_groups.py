@@ -18,7 +18,7 @@ PRESETS = [(group, f.stem) for group in GROUPS
 EXTRA = {("dataset", "hf"): ["dataset.path=/data/prompts"]}
 # vLLM-only options compose with backend=vllm (and, for pre-quantized checkpoints, a hub model)
 EXTRA.update({("batching", "continuous"): ["backend=vllm"], ("precision", "fp8"): ["backend=vllm"],
-              ("precision", "int8-wo"): ["backend=vllm"]})
+              ("precision", "int8-wo"): ["backend=tensorrt", "backend.workflow=engine"]})
 EXTRA.update({("precision", q): ["backend=vllm", "model=llama3"] for q in ("awq", "gptq", "w8a8")})
 # TensorRT-LLM: GPUs only, fp16/bf16, quantized while its engine is built
 EXTRA.update({("backend", "tensorrt"): ["precision=bf16"],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -31,20 +33,36 @@ def test_cuda_probe_passes_for_gpu_0_and_fails_for_a_gpu_that_is_not_there():
     assert c.verdict == "fail" and "CUDA sees" in c.detail
 
 
-def test_a_foreign_cuda_context_is_seen_and_refused():
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time, torch\n"
+def _cuda_holder(*launcher: str):
+    return subprocess.Popen([*launcher, sys.executable, "-c", (
+        "import os, time, torch\n"
         "x = torch.ones(1, device='cuda:0')\n"
-        "print('ready', flush=True)\n"
+        "print(os.getpid(), flush=True)\n"
         "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_foreign_cuda_context_is_seen_and_refused():
+    # setsid -f: the holder leaves this process's tree, as a colleague's job would be outside it
+    launcher = _cuda_holder("setsid", "-f")
+    pid = int(launcher.stdout.readline())
     try:
-        assert holder.stdout.readline().strip() == "ready"
         c = preflight.check_foreign_processes([0], "refuse")
-        assert c.verdict == "fail" and str(holder.pid) in c.detail, c.detail
+        assert c.verdict == "fail" and str(pid) in c.detail, c.detail
         assert preflight.check_foreign_processes([0], "warn").verdict == "warn"
     finally:
-        holder.kill()
-        holder.wait()
+        os.kill(pid, signal.SIGKILL)
+        launcher.wait()
+
+
+def test_a_cuda_context_of_lems_own_child_is_not_foreign():
+    """vLLM's EngineCore is lem's child: its CUDA context must not make the run invalid."""
+    child = _cuda_holder()
+    try:
+        assert int(child.stdout.readline()) == child.pid
+        assert preflight.check_foreign_processes([0], "refuse").verdict == "pass"
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_gpu_run_passes_its_preflight(tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lem import preflight
+from lem import devices, preflight
 from lem.host import GpuInfo, HostInfo
 
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
@@ -272,3 +274,57 @@ def test_probe_module_answers_json_on_this_machine():
                        timeout=60, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     answer = json.loads(p.stdout)
     assert answer["ok"] in (True, False) and ("devices" in answer or "error" in answer)
+
+
+# lem's own process tree is not foreign (vLLM's EngineCore is a child of lem) ---------------------
+
+def _sleeper_with_grandchild():
+    """A real child that starts a real grandchild and prints its pid."""
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    return child, int(child.stdout.readline())
+
+
+def _detached_sleeper() -> int:
+    """A real process started from here that left the tree (setsid -f: re-parented to init)."""
+    launcher = subprocess.Popen(["setsid", "-f", sys.executable, "-c",
+                                 "import os, time; print(os.getpid(), flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE, text=True)
+    pid = int(launcher.stdout.readline())  # the pipe stays open in the detached process
+    launcher.wait(timeout=30)
+    launcher.stdout.close()
+    return pid
+
+
+def test_children_and_grandchildren_are_own_and_a_detached_process_is_not():
+    child, grandchild = _sleeper_with_grandchild()
+    detached = _detached_sleeper()
+    try:
+        tree = devices.own_process_tree()
+        assert {os.getpid(), child.pid, grandchild} <= tree
+        assert detached not in tree and 1 not in tree
+    finally:
+        for pid in (grandchild, detached):
+            os.kill(pid, signal.SIGKILL)
+        child.kill()
+        child.wait()
+
+
+def test_foreign_check_names_only_processes_outside_lems_tree(replayed_h200):
+    child, grandchild = _sleeper_with_grandchild()
+    detached = _detached_sleeper()
+    try:
+        # NVML (the replayed H200) lists compute contexts of lem's child and grandchild (its vLLM
+        # EngineCore and a worker, say) and of a process outside lem's tree
+        replayed_h200.setenv("LEM_FAKE_FOREIGN_PIDS", f"{child.pid},{grandchild},{detached}")
+        assert devices.foreign_gpu_processes([0]) == {"0": [detached]}
+        c = preflight.check_foreign_processes([0], "refuse")
+        assert c.verdict == "fail" and str(detached) in c.detail and str(child.pid) not in c.detail
+    finally:
+        for pid in (grandchild, detached):
+            os.kill(pid, signal.SIGKILL)
+        child.kill()
+        child.wait()

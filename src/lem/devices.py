@@ -96,8 +96,9 @@ def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> dic
 
 
 def foreign_gpu_processes(gpus: list[int], own_pids=()) -> Optional[dict[str, list[int]]]:
-    """Compute processes on the run's GPUs other than this one and its workers (`own_pids`);
-    None when NVML cannot tell."""
+    """Compute processes on the run's GPUs that are not lem's own: this process, every process
+    descended from it (vLLM's EngineCore and its workers, spawned or forked) and `own_pids`
+    (backend.parallel's workers); None when NVML cannot tell."""
     if not gpus:
         return None
     try:
@@ -109,5 +110,39 @@ def foreign_gpu_processes(gpus: list[int], own_pids=()) -> Optional[dict[str, li
             nvml.nvmlDeviceGetHandleByIndex(g))] for g in gpus}
     except Exception:
         return None
-    own = {os.getpid(), *own_pids}
+    own = own_process_tree() | set(own_pids)
     return {g: [pid for pid in pids if pid not in own] for g, pids in procs.items()}
+
+
+def own_process_tree(root: Optional[int] = None) -> set[int]:
+    """`root` (default: this process) and all its descendants, from the parent links in /proc.
+
+    A process that left the tree (double fork, `setsid -f`: re-parented to init) is not in it,
+    whoever started it: its power is not lem's work. Without /proc (not Linux): `root` alone."""
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parent_links():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree
+
+
+def _parent_links():
+    """(pid, parent pid) of every process /proc lists; processes that exit meanwhile are skipped."""
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+        yield int(name), int(stat.rsplit(")", 1)[1].split()[1])

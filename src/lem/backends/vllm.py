@@ -27,10 +27,19 @@ from lem.workload import Request
 
 log = logging.getLogger(__name__)
 
-# precision.quantization -> vLLM's `quantization` argument
-VLLM_QUANTIZATION = {"fp8": "fp8", "int8-weight-only": "int8_per_channel_weight_only",
-                     "awq": "awq", "gptq": "gptq", "compressed-tensors": "compressed-tensors"}
-_QUANT_BYTES_PER_PARAM = {"fp8": 1, "int8-weight-only": 1}  # online quantization: weights stored in 1 byte
+# precision.quantization -> vLLM's `quantization` argument. precision=int8 (bitsandbytes on
+# PyTorch) is W8A8 int8 here: vLLM has no in-flight int8 for dense layers (its
+# int8_per_channel_weight_only covers MoE experts only, in 0.26 and 0.32 alike), so a random-weight
+# model gets a compressed-tensors W8A8 config (vllm_setup.W8A8_INT8) and vLLM's int8 GEMMs run.
+VLLM_QUANTIZATION = {"fp8": "fp8", "bnb-int8": "compressed-tensors", "awq": "awq", "gptq": "gptq",
+                     "compressed-tensors": "compressed-tensors"}
+# what the loaded weights must hold, else vLLM fell back to 16-bit and the run would be mislabelled
+EXPECTED_WEIGHT_DTYPE = {"fp8": "float8_e4m3fn", "bnb-int8": "int8"}
+W8A8_INT8_NOTE = ("W8A8 int8 (compressed-tensors): int8 weights per output channel, activations "
+                  "quantized to int8 per token at run time, int8 GEMMs; embeddings, lm_head and "
+                  "norms in the precision's dtype")
+WORKER_EXTENSION = "lem.backends.vllm_worker.LemWorkerExtension"
+_QUANT_BYTES_PER_PARAM = {"fp8": 1, "bnb-int8": 1}  # when the workers cannot be asked: 1 byte
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -61,15 +70,24 @@ def engine_kwargs(c, source: ModelSource, precision, gpus: list[int], model_dir:
         "gpu_memory_utilization": c.gpu_memory_utilization, "enforce_eager": c.enforce_eager,
         "kv_cache_dtype": c.kv_cache_dtype, "enable_prefix_caching": c.enable_prefix_caching,
         "disable_log_stats": False,  # request metrics and scheduler stats need it
+        # random int8 weights and a record of what was loaded (lem.backends.vllm_worker)
+        "worker_extension_cls": WORKER_EXTENSION,
     }
     for key in ("kv_cache_memory_bytes", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                 "block_size", "enable_chunked_prefill"):
         if c[key] is not None:
             kwargs[key] = c[key]
-    if source.kind == "random":  # weights drawn by vLLM from the config alone; no tokenizer
+    if draws_weights(source, precision):  # weights drawn by vLLM from the config alone; no tokenizer
         kwargs.update(load_format="dummy", skip_tokenizer_init=True)
     kwargs.update(_plain(c.engine_args) or {})
     return kwargs
+
+
+def draws_weights(source: ModelSource, precision) -> bool:
+    """Random-weight models, and int8 (W8A8) of the tiny model: its layers are built from its
+    config with a W8A8 quantization_config and vLLM draws the weights (validation refuses int8
+    for hub checkpoints, which vLLM cannot quantize to W8A8 while loading)."""
+    return source.kind == "random" or precision.quantization == "bnb-int8"
 
 
 def sampling_kwargs(r: Request, forced: bool, detokenize: bool) -> dict[str, Any]:
@@ -92,6 +110,8 @@ class VLLMBackend:
         self._ids = itertools.count()
         self.state = None  # EngineStateLog
         self.random_weights = False
+        self.loaded: Optional[list[dict]] = None  # per worker: what its model held as loaded
+        self.loaded_reason = "not loaded"
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo:
@@ -101,7 +121,7 @@ class VLLMBackend:
 
         check_platform(gpus)
         self.gpus, self.source, self.precision = list(gpus), source, precision
-        self.random_weights = source.kind == "random"
+        self.random_weights = draws_weights(source, precision)
         self.clock_offset_s, self.clock_note = monotonic_to_perf_counter()
         self.state = EngineStateLog(self.cfg.engine_state_period_s)
         kwargs = engine_kwargs(self.cfg, source, precision, gpus, self._model_dir(source))
@@ -116,32 +136,87 @@ class VLLMBackend:
             from vllm.v1.engine.llm_engine import LLMEngine
 
             self.engine = LLMEngine.from_engine_args(EngineArgs(**kwargs), stat_loggers=loggers)
+        self._read_loaded(kwargs)
         return self._precision_info()
 
     def _environment(self) -> None:
-        """Before vLLM is imported: where its caches go, and whether its engine core is a process."""
+        """Before vLLM is imported: where its caches go, and how its engine core starts."""
+        from lem.backends.vllm_setup import engine_environment
+
         cache = Path(self.run_cfg.cache_dir).expanduser() if self.run_cfg is not None else None
-        if cache is not None:
-            os.environ.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
-        if self.cfg.in_process:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        # no usage-report thread (network) inside a measured process, unless the user asks for it
-        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        gpus = list(self.run_cfg.gpus) if self.run_cfg is not None else []
+        for key, value in engine_environment(cache, bool(gpus), self.cfg.in_process).items():
+            if key == "VLLM_ENABLE_V1_MULTIPROCESSING":  # backend.in_process is the config's word
+                os.environ[key] = value
+            else:  # the user's own setting wins
+                os.environ.setdefault(key, value)
+
+    def _rpc(self, method: str) -> list:
+        if self.server is not None:
+            return self.server.rpc(method)
+        return self.engine.collective_rpc(method)
+
+    def _read_loaded(self, kwargs: dict) -> None:
+        """Ask each worker what its model holds; a quantized precision whose weights are not of
+        the expected dtype fails the run (vLLM quietly running 16-bit would be mislabelled)."""
+        if kwargs.get("worker_extension_cls") != WORKER_EXTENSION:
+            self.loaded_reason = (f"backend.engine_args.worker_extension_cls="
+                                  f"{kwargs.get('worker_extension_cls')} replaces lem's worker extension")
+        else:
+            self.loaded = self._rpc("lem_loaded")
+        q = self.precision.quantization
+        want = EXPECTED_WEIGHT_DTYPE.get(q)
+        if want and self.loaded is not None:
+            held = self.loaded[0]["held"]["elements"]
+            if not held.get(want):
+                raise RuntimeError(f"precision={self.precision.name}: vLLM {vllm_version()} loaded "
+                                   f"no {want} weights (held: {held}); it did not apply "
+                                   f"quantization={VLLM_QUANTIZATION[q]}, so this run would not "
+                                   f"measure {self.precision.name}")
 
     def _model_dir(self, source: ModelSource) -> str:
-        """A checkpoint directory; random-weight models get one holding only their config."""
-        if source.path is not None:
+        """A checkpoint directory; models whose weights vLLM draws get one holding only their
+        config (with the W8A8 quantization_config for int8)."""
+        if not self.random_weights:
             return source.path
-        from lem.backends.vllm_setup import config_only_dir
+        from lem.backends.vllm_setup import W8A8_INT8, config_only_dir
 
-        return config_only_dir(source, self.run_cfg.cache_dir)
+        quant = W8A8_INT8 if self.precision.quantization == "bnb-int8" else None
+        return config_only_dir(source, self.run_cfg.cache_dir, quant)
 
     def _precision_info(self) -> PrecisionInfo:
         p = self.precision
-        weight = p.quantization or p.dtype
-        return PrecisionInfo(weight_dtype=weight, activation_dtype=p.dtype, compute_dtype=p.dtype,
-                             quantization=VLLM_QUANTIZATION.get(p.quantization))
+        weight = EXPECTED_WEIGHT_DTYPE.get(p.quantization) or p.quantization or p.dtype
+        activation = "int8 (dynamic, per token) into int8 GEMMs" if p.quantization == "bnb-int8" else p.dtype
+        quant = VLLM_QUANTIZATION.get(p.quantization)
+        if p.quantization == "bnb-int8":
+            quant = W8A8_INT8_NOTE
+        return PrecisionInfo(weight_dtype=weight, activation_dtype=activation, compute_dtype=p.dtype,
+                             quantization=quant, param_dtypes=self._param_dtypes())
+
+    def _param_dtypes(self) -> dict[str, float]:
+        """Share of parameter elements per dtype, as the first worker's model holds them."""
+        if not self.loaded:
+            return {}
+        held = self.loaded[0]["held"]["elements"]
+        total = sum(held.values()) or 1
+        return {k: v / total for k, v in held.items()}
+
+    def engine_info(self) -> dict[str, Any]:
+        """For result.engine: the vLLM that ran, how its engine core was started, which sampler,
+        what precision=... mapped to, and what each worker's model held."""
+        from lem.backends.vllm_setup import sampler_note
+
+        env = os.environ
+        core = ("in lem's process (backend.in_process=true)" if self.cfg.in_process else
+                f"a child process (VLLM_WORKER_MULTIPROC_METHOD="
+                f"{env.get('VLLM_WORKER_MULTIPROC_METHOD', 'fork (vLLM default)')})")
+        info = {"backend": "vllm", "vllm_version": vllm_version(), "engine_core": core,
+                "tensor_parallel_size": max(1, len(self.gpus)), "sampler": sampler_note(),
+                "quantization": self._precision_info().quantization, "loaded": self.loaded}
+        if self.loaded is None:
+            info["loaded_reason"] = self.loaded_reason
+        return info
 
     # -- generation ------------------------------------------------------------------------
     def sampling_params(self, r: Request, forced: bool):
@@ -179,14 +254,16 @@ class VLLMBackend:
         return streams_record(submit_s, list(streams.values()), self.cfg.per_token_timestamps)
 
     def model_info(self) -> dict[str, Any]:
-        """Parameters counted on the meta device from the architecture (vLLM's weights live in
-        its worker processes); bytes as stored: dtype size, 1 byte for vLLM's online int8/fp8, the
-        checkpoint's files for pre-quantized checkpoints."""
+        """Parameters counted on the meta device from the architecture; bytes as the workers'
+        models hold them (every tensor-parallel shard), or, where the workers cannot be asked,
+        assumed: dtype size, 1 byte for int8/fp8, a pre-quantized checkpoint's files."""
         from lem.backends.vllm_setup import count_params
 
         arch, num_params = count_params(self.source)
         q = self.precision.quantization
-        if q in _QUANT_BYTES_PER_PARAM:
+        if self.loaded:  # read off the workers' models: every shard's bytes
+            param_bytes = sum(w["held"]["bytes"] for w in self.loaded)
+        elif q in _QUANT_BYTES_PER_PARAM:
             param_bytes = num_params * _QUANT_BYTES_PER_PARAM[q]
         elif q:
             param_bytes = sum(f.stat().st_size for f in Path(self.source.path).glob("*.safetensors"))
@@ -250,6 +327,12 @@ class TokenStream:
         if not self.token_ids or self.first_s is None:
             return []
         return [self.first_s] if self.count == 1 else [self.first_s, self.last_s]
+
+
+def vllm_version() -> Optional[str]:
+    from lem.backends.vllm_setup import vllm_version as version
+
+    return version()
 
 
 def _plain(value):

@@ -59,6 +59,10 @@ class Server:
                 stream.add(out, time.perf_counter())
         return submit_s, stream
 
+    def rpc(self, method: str) -> list:
+        """One call of a worker-extension method on every worker (lem.backends.vllm_worker)."""
+        return self.loop.run_until_complete(self.engine.collective_rpc(method))
+
     def close(self) -> None:
         """Stop the engine core, then let the engine's own tasks (its output handler) finish
         being cancelled before the loop closes, so none is left to run on a closed loop."""
