@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# vLLM on the GPU through lem (issue 16), one stage per device call (each under 10 minutes).
+# On the GPU machine, from the repo root, once the kit is installed in /tmp/vsite and Hydra's
+# wheels in /tmp/site (../shared/gpu/vllm/README.md, ../shared/gpu/README.md):
+#   OUT=$OUT bash benchmarks/gpu_vllm.sh test|bs|card|serve|torch
+# No VLLM_* variable is set for lem's runs: lem sets what vLLM needs. Results land in $OUT.
+set -u
+export PYTHONPATH=/tmp/vsite:/tmp/site:src HF_HUB_OFFLINE=1
+RUNS=/tmp/lem-runs
+mkdir -p "$OUT" "$RUNS"
+W="dataset.input_len=256 dataset.output_len=128 progress=false"
+
+lem_run() {  # lem_run <dir> <overrides...>: one run; its result.json and console go to $OUT
+  local dir=$1; shift
+  local t0=$SECONDS
+  python3 -m lem "$@" hydra.run.dir="$RUNS/$dir" > "$RUNS/$dir.log" 2>&1
+  local rc=$?
+  mkdir -p "$OUT/$(dirname "$dir")"
+  cp "$RUNS/$dir/result.json" "$OUT/$dir.result.json" 2>/dev/null
+  tail -n 20 "$RUNS/$dir.log" > "$OUT/$dir.console.txt"
+  echo "== $dir rc=$rc $((SECONDS - t0)) s"; tail -n 18 "$RUNS/$dir.log" | grep -E "status|run |throughput|energy|ITL|TTFT|MBU|idle" 
+}
+
+case $1 in
+test)
+  python3 -m pytest -m gpu -q -x tests/test_vllm_gpu.py tests/test_doctor_gpu.py -k "vllm or foreign or own" \
+    2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt"
+  for spec in "1 8" "64 256"; do
+    set -- $spec
+    VLLM_USE_FLASHINFER_SAMPLER=0 python3 benchmarks/vllm_gpu_paired.py --batch-size "$1" \
+      --num-requests "$2" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired_bs$1.err" | tee -a "$OUT/paired.jsonl" | tail -n 1
+    tail -n 5 "$RUNS/paired_bs$1.err"
+  done ;;
+bs)  # offline static batches; each cycle a few seconds of work
+  for spec in ${BS:-"1 6" "8 48" "64 256" "256 512"}; do
+    set -- $spec
+    lem_run "bs/bs$1" backend=vllm model=llama3-8b-random precision=bf16 batching.batch_size="$1" \
+      dataset.num_requests="$2" $W
+  done ;;
+card)  # the design card's command, as typed, then the aggregation
+  t0=$SECONDS
+  python3 -m lem backend=vllm model=llama3-8b-random -m precision=fp16,bf16,fp8,int8 > "$RUNS/card.log" 2>&1
+  echo "card rc=$? $((SECONDS - t0)) s"; tail -n 25 "$RUNS/card.log" | tee "$OUT/card_console.txt"
+  dir=$(ls -d multirun/*/* | tail -n 1)
+  python3 -m lem.aggregate "$dir" 2>&1 | tail -n 30 | tee "$OUT/card_aggregate.txt"
+  mkdir -p "$OUT/card" && cp -r "$dir"/report.md "$dir"/*.csv "$dir"/*.png "$OUT/card/" 2>/dev/null
+  find "$dir" -name result.json | while read -r f; do
+    cp "$f" "$OUT/card/$(basename "$(dirname "$f")").result.json"; done
+  ls "$dir" ;;
+serve)  # serving-style load: Poisson arrivals at three rates
+  for rate in ${RATES:-4 16 64}; do
+    lem_run "serve/poisson_$rate" backend=vllm model=llama3-8b-random precision=bf16 batching=continuous \
+      batching.arrival=poisson batching.rate_rps="$rate" dataset.num_requests="${SERVE_N:-128}" $W
+  done ;;
+torch)  # lem's PyTorch backend at the same workload, for vLLM vs PyTorch
+  for spec in "1 6" "64 256"; do
+    set -- $spec
+    lem_run "torch/bs$1" backend=pytorch model=llama3-8b-random precision=bf16 batching.batch_size="$1" \
+      dataset.num_requests="$2" $W
+  done ;;
+esac
