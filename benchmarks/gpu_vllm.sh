@@ -13,6 +13,7 @@ W="dataset.input_len=256 dataset.output_len=128 progress=false"
 lem_run() {  # lem_run <dir> <overrides...>: one run; its result.json and console go to $OUT
   local dir=$1; shift
   local t0=$SECONDS
+  mkdir -p "$RUNS/$(dirname "$dir")"
   python3 -m lem "$@" hydra.run.dir="$RUNS/$dir" > "$RUNS/$dir.log" 2>&1
   local rc=$?
   mkdir -p "$OUT/$(dirname "$dir")"
@@ -24,8 +25,9 @@ lem_run() {  # lem_run <dir> <overrides...>: one run; its result.json and consol
 case $1 in
 test)
   python3 -m pytest -m gpu -q -x tests/test_vllm_gpu.py tests/test_doctor_gpu.py -k "vllm or foreign or own" \
-    2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt"
-  for spec in "1 8" "64 256"; do
+    2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt" ;;
+paired)
+  for spec in ${PAIRED:-"1 8" "64 256"}; do
     set -- $spec
     VLLM_USE_FLASHINFER_SAMPLER=0 python3 benchmarks/vllm_gpu_paired.py --batch-size "$1" \
       --num-requests "$2" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired_bs$1.err" | tee -a "$OUT/paired.jsonl" | tail -n 1
@@ -43,9 +45,10 @@ card)  # the design card's command, as typed, then the aggregation
   echo "card rc=$? $((SECONDS - t0)) s"; tail -n 25 "$RUNS/card.log" | tee "$OUT/card_console.txt"
   dir=$(ls -d multirun/*/* | tail -n 1)
   python3 -m lem.aggregate "$dir" 2>&1 | tail -n 30 | tee "$OUT/card_aggregate.txt"
-  mkdir -p "$OUT/card" && cp -r "$dir"/report.md "$dir"/*.csv "$dir"/*.png "$OUT/card/" 2>/dev/null
+  mkdir -p "$OUT/card" && cp -r "$dir"/report.md "$dir"/*.csv "$dir"/plots "$OUT/card/" 2>/dev/null
+  # job dir names hold '=' and ',', which the device tool does not bring back: name them by precision
   find "$dir" -name result.json | while read -r f; do
-    cp "$f" "$OUT/card/$(basename "$(dirname "$f")").result.json"; done
+    cp "$f" "$OUT/card/$(basename "$(dirname "$f")" | sed 's/.*precision=//').result.json"; done
   ls "$dir" ;;
 serve)  # serving-style load: Poisson arrivals at three rates
   for rate in ${RATES:-4 16 64}; do

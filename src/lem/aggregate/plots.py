@@ -55,7 +55,8 @@ def energy_vs_throughput(g: pd.DataFrame, path: Path) -> Outcome:
     for backend, part in data.groupby("backend.name"):
         dots = ax.scatter(part["output_tokens_per_s"], part["j_per_output_token"], label=str(backend))
         front = pareto(part, "output_tokens_per_s", "j_per_output_token").sort_values("output_tokens_per_s")
-        ax.plot(front["output_tokens_per_s"], front["j_per_output_token"], "--", color=dots.get_facecolor()[0],
+        # markers too: a front of one point (one configuration dominating the rest) stays visible
+        ax.plot(front["output_tokens_per_s"], front["j_per_output_token"], "--x", color=dots.get_facecolor()[0],
                 label=f"{backend} Pareto front")
     ax.set(xlabel="output tokens / s", ylabel="J per output token", title="Energy vs throughput")
     ax.legend()
@@ -76,6 +77,9 @@ def energy_vs_batch(g: pd.DataFrame, path: Path) -> Outcome:
         ax.errorbar(part["batching.batch_size"], part["j_per_output_token"], yerr=err, marker="o",
                     capsize=3, label=name)
     ax.set(xscale="log", xlabel="batch size", ylabel="J per output token", title="J per token vs batch size")
+    j = data["j_per_output_token"].astype(float)
+    if j.min() > 0 and j.max() / j.min() > 10:  # batch sweeps span decades: small values stay readable
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
