@@ -118,13 +118,7 @@ def energy_checks(cfg, nvml: inventory.NvmlState) -> list[Check]:
                 checks.append(Check("energy_counter", "warn", f"GPU {g.index} has no NVML energy "
                                     f"counter (MIG {'on' if g.mig else 'off'}): energy will be null",
                                     "disable MIG on the measured GPUs, or accept power-only readings"))
-    if cfg.energy.cpu == "rapl":
-        row = inventory.rapl_row()
-        if row.state != "ok":
-            checks.append(Check("rapl", "fail", f"energy.cpu=rapl but RAPL is unreadable: {row.detail}",
-                                "energy.cpu=auto measures RAPL where readable, else labels an "
-                                "estimate; energy.cpu=none measures no CPU energy"))
-    return checks
+    return checks  # energy.cpu=rapl is checked by pre-flight (lem.preflight.check_rapl)
 
 
 def launcher_checks(cfg) -> list[Check]:

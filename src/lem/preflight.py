@@ -92,7 +92,23 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
         check_tensorrt_import(backend),
         check_container(backend),
         check_disk(out_dir, p.min_free_disk_mb),
+        check_rapl(cfg.energy.cpu),
     ]
+
+
+def check_rapl(cpu: str) -> Check:
+    """energy.cpu=rapl promises CPU energy from RAPL: a machine that cannot read it fails here
+    instead of ending `ok` with CPU energy null."""
+    if cpu != "rapl":
+        return Check("rapl", "skipped", f"energy.cpu={cpu}")
+    from lem.inventory import rapl_row  # inventory builds on this module
+
+    row = rapl_row()
+    if row.state == "ok":
+        return Check("rapl", "pass", f"energy.cpu=rapl: {row.detail}")
+    return Check("rapl", "fail", f"energy.cpu=rapl but RAPL is unreadable: {row.detail}",
+                 "energy.cpu=auto measures RAPL where readable, else labels an estimate; "
+                 "energy.cpu=none measures no CPU energy")
 
 
 def check_torch_cuda(gpus: list[int]) -> Check:

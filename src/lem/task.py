@@ -32,7 +32,10 @@ def run_point(cfg: DictConfig) -> Optional[float]:
     out_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
     label = hc.job.override_dirname or "(defaults)"
     host = probe_host()
-    cfg.gpus = resolve_gpus(cfg.gpus, host)
+    try:
+        cfg.gpus = resolve_gpus(cfg.gpus, host)
+    except ConfigError as exc:  # e.g. gpus=abc: refused like any other invalid key
+        return _invalid(exc, sweep, OmegaConf.to_container(cfg, resolve=True), overrides, out_dir, label)
     config = OmegaConf.to_container(cfg, resolve=True)
     done = find_done(Path(hc.sweep.dir), out_dir, config_hash(config)) if sweep and cfg.resume else None
     if done is not None:

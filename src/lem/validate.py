@@ -60,16 +60,23 @@ def resolve_gpus(gpus, host: HostInfo) -> list[int]:
     """`auto` -> [0] when NVML sees a GPU, else [] (CPU); a list is taken as given."""
     if gpus == "auto":
         return [0] if host.gpu_count else []
+    if isinstance(gpus, bool):
+        raise ConfigError([f"gpus={gpus} is not a GPU list; use gpus=[0], gpus=[0,1], gpus=[] "
+                           f"(the CPU) or gpus=auto"])
     if isinstance(gpus, int):
         return [gpus]
-    return [int(g) for g in gpus]
+    try:
+        return [int(g) for g in gpus]
+    except (TypeError, ValueError):
+        raise ConfigError([f"gpus={gpus} is not a list of GPU indices; use gpus=[0], gpus=[0,1], "
+                           f"gpus=[] (the CPU) or gpus=auto, with indices from `nvidia-smi -L`"]) from None
 
 
 def validate(cfg: DictConfig, host: HostInfo) -> None:
     """Raise ConfigError listing every problem; `cfg.gpus` must already be resolved to a list."""
     problems: list[str] = []
-    for check in (_unknown_keys, _gpus, _backend, _model, _precision, _dataset, _batching,
-                  _energy):
+    for check in (_unknown_keys, _top_level_keys, _gpus, _backend, _model, _precision, _dataset,
+                  _batching, _energy, _measurement):
         problems += check(cfg, host)
     if problems:
         raise ConfigError(problems)
@@ -91,6 +98,43 @@ def _unknown_keys(cfg, host: HostInfo) -> list[str]:
                 continue
             problems.append(f"{group}.{key} is not an option of {group}={cfg[group].get('name', '')}"
                             f" (it would be ignored); options: {', '.join(sorted(known))}")
+    return problems
+
+
+def _top_level_keys(cfg, host: HostInfo) -> list[str]:
+    """`python -m lem +foo=1` adds a key nothing reads: refused, as inside the groups."""
+    from lem.config import LemConfig
+
+    known = {f.name for f in dataclasses.fields(LemConfig)}
+    return [f"{key} is not a lem option (it would be ignored); top-level options: "
+            f"{', '.join(sorted(known))}" for key in sorted(set(cfg.keys()) - known - {"hydra"})]
+
+
+# lower bounds of numeric options: (group, key, bound, strict); strict: the value must exceed it
+NUMERIC_BOUNDS = (
+    ("measurement", "cycles", 1, False), ("measurement", "warmup_k", 1, False),
+    ("measurement", "warmup_cv", 0, False), ("measurement", "warmup_max_batches", 0, False),
+    ("measurement", "warmup_max_s", 0, False), ("measurement", "cooldown_max_s", 0, False),
+    ("measurement", "cooldown_temp_band_c", 0, False), ("measurement", "job_gap_max_s", 0, False),
+    ("measurement", "job_gap_temp_range_c", 0, False),
+    ("energy", "sample_period_s", 0, False), ("energy", "device_idle_s", 0, False),
+    ("energy", "baseline_s", 0, False), ("energy", "settle_max_s", 0, False),
+    ("energy", "settle_window_s", 0, True), ("energy", "settle_power_cv", 0, False),
+)
+
+
+def _measurement(cfg, host: HostInfo) -> list[str]:
+    problems = []
+    for group, key, bound, strict in NUMERIC_BOUNDS:
+        value = cfg[group].get(key)
+        if value is None or (value > bound if strict else value >= bound):
+            continue
+        need = f"> {bound}" if strict else f">= {bound}"
+        why = " (at least one measured cycle)" if key == "cycles" else ""
+        problems.append(f"{group}.{key}={value} must be {need}{why}")
+    w = cfg.measurement.get("warmup_output_len")
+    if w is not None and w < 1:
+        problems.append(f"measurement.warmup_output_len={w} must be >= 1, or null (the dataset's lengths)")
     return problems
 
 
@@ -378,7 +422,13 @@ def _continuous(b) -> list[str]:
     return problems
 
 
+CPU_ENERGY = ("auto", "rapl", "none")
+
+
 def _energy(cfg, host: HostInfo) -> list[str]:
+    problems = []
     if cfg.energy.meter not in ENERGY_METERS:
-        return [f"energy.meter={cfg.energy.meter} is unknown; choose one of {ENERGY_METERS}"]
-    return []
+        problems.append(f"energy.meter={cfg.energy.meter} is unknown; choose one of {ENERGY_METERS}")
+    if cfg.energy.cpu not in CPU_ENERGY:
+        problems.append(f"energy.cpu={cfg.energy.cpu} is unknown; choose one of {CPU_ENERGY}")
+    return problems

@@ -1,0 +1,66 @@
+"""The fault drill (issue 17): bad inputs refused clearly, nothing lost. Real processes through
+`python -m lem`, real files. Sweep locking and signals: tests/test_faults_sweep.py; aggregation:
+tests/test_faults_aggregate.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+FAST = ["progress=false", "measurement.cycles=1", "dataset.num_requests=2", "measurement.warmup_max_batches=1"]
+
+
+def _refused(run_lem, tmp_path, *overrides: str) -> str:
+    """The run exits 2 before any work, with lem's message, not a traceback."""
+    p = run_lem(*FAST, *overrides, f"hydra.run.dir={tmp_path / 'job'}")
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    return p.stderr
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["measurement.cycles=0"], "measurement.cycles=0 must be >= 1"),
+    (["measurement.cycles=-1"], "measurement.cycles=-1 must be >= 1"),
+    (["measurement.warmup_cv=-0.1"], "measurement.warmup_cv=-0.1 must be >= 0"),
+    (["energy.sample_period_s=-1"], "energy.sample_period_s=-1.0 must be >= 0"),
+    (["measurement.cooldown_max_s=-5"], "measurement.cooldown_max_s=-5.0 must be >= 0"),
+    (["energy.cpu=bogus"], "energy.cpu=bogus is unknown"),
+    (["+foo=1"], "foo is not a lem option"),
+    (["gpus=abc"], "gpus=abc is not a list of GPU indices"),
+])
+def test_invalid_values_exit_2_naming_the_key(run_lem, tmp_path, overrides, needle):
+    err = _refused(run_lem, tmp_path, *overrides)
+    assert needle in err, err[-2000:]
+    result = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"]["type"] == "ConfigError"
+
+
+def test_several_problems_come_at_once(run_lem, tmp_path):
+    err = _refused(run_lem, tmp_path, "measurement.cycles=0", "energy.sample_period_s=-1", "+foo=1")
+    assert "3 problem(s)" in err and "cycles" in err and "sample_period_s" in err and "foo" in err
+
+
+def test_rapl_asked_for_where_it_cannot_be_read_fails_before_loading(run_lem, tmp_path):
+    if Path("/sys/class/powercap/intel-rapl:0/energy_uj").exists():
+        pytest.skip("this machine has readable RAPL")
+    p = run_lem(*FAST, "energy.cpu=rapl", f"hydra.run.dir={tmp_path / 'job'}")
+    assert p.returncode == 1 and "[rapl] energy.cpu=rapl but RAPL is unreadable" in p.stderr
+    r = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert r["status"] == "failed" and r["error"]["type"] == "PreflightError"
+    assert "model_load" not in r["phase_s"]
+
+
+def test_result_files_follow_the_umask(run_lem, tmp_path):
+    """On a shared cluster filesystem the group reads results: mode 0644 under umask 022."""
+    old = os.umask(0o022)  # inherited by the child
+    try:
+        p = run_lem(*FAST, f"hydra.run.dir={tmp_path / 'job'}")
+    finally:
+        os.umask(old)
+    assert p.returncode == 0, p.stderr[-2000:]
+    mode = stat.S_IMODE((tmp_path / "job" / "result.json").stat().st_mode)
+    assert mode == 0o644, oct(mode)
