@@ -64,3 +64,31 @@ def test_result_files_follow_the_umask(run_lem, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     mode = stat.S_IMODE((tmp_path / "job" / "result.json").stat().st_mode)
     assert mode == 0o644, oct(mode)
+
+
+def test_an_interrupt_in_a_later_cycle_keeps_the_completed_cycles_requests(lem_cache, tmp_path):
+    """SIGTERM (a SLURM preemption) during cycle 2 of 3: the `interrupted` result still holds every
+    request record of cycle 1, which had completed."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LEM_CACHE_DIR": str(lem_cache), "HF_HUB_OFFLINE": "1"}
+    job = tmp_path / "job"
+    p = subprocess.Popen([sys.executable, "-m", "lem", "measurement.cycles=3", "dataset.num_requests=12",
+                          "batching.batch_size=1", "dataset.output_len=96", "measurement.warmup_max_batches=1",
+                          "measurement.cooldown_max_s=0", f"hydra.run.dir={job}"],
+                         cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "cycle 2/3" not in seen:  # tqdm's progress line of the second cycle
+        chunk = p.stderr.read(64)
+        assert chunk, f"lem ended before cycle 2: {seen[-2000:]}"
+        seen += chunk
+    p.send_signal(signal.SIGTERM)
+    p.stderr.read()
+    assert p.wait(timeout=120) != 0
+    r = json.loads((job / "result.json").read_text())
+    assert r["status"] == "interrupted"
+    first = [q for q in r["requests"] if q["cycle"] == 0]
+    assert len(first) == 12 and all(q["output_tokens"] == 96 for q in first)
+    assert len(r["cycles"]) >= 1 and r["cycles"][0]["output_tokens"] == 12 * 96

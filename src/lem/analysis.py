@@ -34,7 +34,7 @@ def analyse(result: Result, timings: list[RequestTiming], cfg, inst, model_info:
     result.summary.mbu, result.summary.mfu = result.roofline.mbu, result.roofline.mfu
     result.memory.gpus = gpu_memory
     _memory_used(result, inst, cycle_windows)
-    result.requests = [_request_dict(t) for t in timings]
+    result.requests = [request_dict(t) for t in timings]
     result.validity = _validity(result, cfg, cycle_windows, inst)
     result.null_reasons.update(_null_reasons(result, inst.recorder.windows))
 
@@ -177,7 +177,7 @@ def _cpu_reasons(result: Result, windows) -> dict[str, str]:
     return out
 
 
-def _request_dict(t: RequestTiming) -> dict[str, Any]:
+def request_dict(t: RequestTiming) -> dict[str, Any]:
     return {"cycle": t.cycle, "index": t.index, "batch": t.batch, "input_tokens": t.input_tokens,
             "requested_output_tokens": t.requested_output_tokens,
             "output_tokens": t.output_tokens, "submit_s": t.submit_s, "ttft_s": t.ttft_s,

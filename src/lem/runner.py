@@ -193,6 +193,7 @@ def _warmup(backend, batches, cfg: DictConfig):
 
 
 def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[RequestTiming]:
+    from lem.analysis import request_dict
     from lem.attribution import Attribution, attribute
     from lem.cycles import cycle_figures
     from lem.serving import pooled_serving, serving_figures
@@ -221,6 +222,8 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
             result.cycles[-1]["serving"] = serving_figures(
                 records, timings, window, inst.rows(), list(cfg.gpus), t0_perf, t0_ns, cfg.batching)
         pooled += timings
+        # kept as each cycle completes: an interrupt in a later cycle keeps these records
+        result.requests = [request_dict(t) for t in pooled]
     result.serving = pooled_serving(result.cycles) if serving else None
     if not serving:
         result.null_reasons["serving"] = "offline batches (batching.strategy is not continuous)"

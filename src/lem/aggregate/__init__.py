@@ -1,7 +1,7 @@
 """Aggregation of lem results: runs table, groups with CIs, plots, report.md, compare.
 
 `load(*paths)` -> one row per run; `python -m lem.aggregate <dirs> [--out DIR]` writes runs and
-groups as CSV and Parquet, the plots and report.md. Never imports torch or an engine.
+groups as CSV and Parquet, the plots, report.md and aggregate.json. Never imports torch or an engine.
 """
 
 from __future__ import annotations
@@ -13,16 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from lem.aggregate.guard import Refused, check_not_poorer, write_coverage
 from lem.aggregate.table import Study, collect, load, write_table
 
-__all__ = ["load", "collect", "aggregate", "Study"]
+__all__ = ["load", "collect", "aggregate", "Study", "Refused"]
 PROGRESS_EVERY_S = 5.0  # a "reading: n of N" line at most this often, for trees that take long
 
 
 def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, plots: bool = True,
-              jobs: Optional[int] = None, log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Everything for a study: runs.csv/.parquet, groups.csv/.parquet, plots/*.png, report.md.
-    `log` gets a line as each phase ends (the CLI prints them: 10,000 results take seconds)."""
+              jobs: Optional[int] = None, log: Callable[[str], None] = lambda msg: None,
+              force: bool = False) -> Path:
+    """Everything for a study: runs.csv/.parquet, groups.csv/.parquet, plots/*.png, report.md and
+    aggregate.json (what it covered). `log` gets a line as each phase ends (the CLI prints them:
+    10,000 results take seconds). Raises lem.aggregate.guard.Refused, having written nothing, where
+    `out` holds a report of more ok results than these inputs have, unless `force`."""
     from lem.aggregate.groups import groups
     from lem.aggregate.report import write_report
 
@@ -33,6 +37,8 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
         f"reading: {done} of {total} result files ({time.perf_counter() - t0:.0f} s)")))
     counts = ", ".join(f"{n} {s}" for s, n in study.table["status"].value_counts().items())
     log(f"read {len(study.table)} job dirs ({counts or 'none'}) in {time.perf_counter() - t0:.1f} s")
+    if not force:  # before anything is written, the plots' child process included
+        check_not_poorer(out, study, paths)
     # plots in a forked process: it imports matplotlib and draws the per-run power series while
     # the groups are computed here, then the summary plots while the tables are written
     plotter = Plotter(study, out, max_series, fork=jobs > 1) if plots else None
@@ -44,7 +50,9 @@ def aggregate(*paths, out=None, max_series: int = 12, n_resamples: int = 9999, p
         plotter.send_groups(g)
     write_table(study.table, out, "runs")
     write_table(g, out, "groups")
-    return write_report(study, g, plotter.made() if plotter else {}, out, paths)
+    report = write_report(study, g, plotter.made() if plotter else {}, out, paths)
+    write_coverage(out, study, paths)  # last: a write cut short leaves the previous, never larger, count
+    return report
 
 
 def _every(period_s: float, report: Callable[[int, int], None]) -> Callable[[int, int], None]:

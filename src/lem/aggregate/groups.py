@@ -19,18 +19,14 @@ import pandas as pd
 
 import lem.stats as lem_stats
 from lem.aggregate.read import LATENCIES
+from lem.aggregate.shape import RATIOS, STAT_KEYS  # beside the checks that every run has numbers there
 from lem.aggregate.table import LABELS, Study
 from lem.bootstrap import mean_ci
 from lem.metrics import PERCENTILES, Stats
 from lem.stats import CycleStats, cycle_stats
 
-# (metric, numerator, denominator, bootstrap CI?): pooled = sum(numerator) / sum(denominator)
-RATIOS = (("j_per_output_token", "energy_j", "output_tokens", True),
-          ("dynamic_j_per_output_token", "dynamic_energy_j", "output_tokens", False),
-          ("output_tokens_per_s", "output_tokens", "duration_s", True))
 ENV = ("env.gpu", "env.driver", "env.power_limit_w", "env.engine", "env.lem_version")
 CHUNK = 500  # groups per vectorised bootstrap call (bounds memory: CHUNK x resamples x runs)
-STAT_KEYS = ("n", "mean", "std", "ci95_low", "ci95_high")
 
 
 def groups(study: Study, n_resamples: int = 9999) -> pd.DataFrame:

@@ -1,9 +1,10 @@
 """Find job directories and read each result.json into one flat record (never fatal).
 
 A job directory is one with a result.json, or one Hydra made (it has `.hydra/`) without a
-result.json: that one is `missing`. An unparsable result.json is `corrupt`; one whose status is
-still `running` (the run died before it could finish its result) is `partial`. Only what the
-aggregation needs is kept: scalars, flattened, and per run the raw per-request latencies.
+result.json: that one is `missing`. An unparsable result.json, or one with a field of the wrong
+type (lem.aggregate.shape), is `corrupt`; one whose status is still `running` (the run died
+before it could finish its result) is `partial`. Only what the aggregation needs is kept:
+scalars, flattened, and per run the raw per-request latencies.
 `read_chunk` returns them columnar (a list per column, an array per latency): a parsing worker
 sends that back as a few large objects instead of thousands of small ones
 (benchmarks/aggregate_speed.py).
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from lem.aggregate.shape import wrong_type
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
     import orjson
@@ -191,10 +194,22 @@ def read_run(path: Path) -> Run:
     if not isinstance(data, dict) or not str(data.get("schema_version", "")).startswith("2."):
         version = data.get("schema_version") if isinstance(data, dict) else None
         return problem(job, "corrupt", f"not a lem result of schema 2.x (schema_version={version!r})")
+    wrong = wrong_type(data)
+    if wrong:
+        return problem(job, "corrupt", corrupt_reason(wrong))
     if data.get("status") not in FINISHED:
         return problem(job, "partial", f"status {data.get('status')!r}: the run ended before its result "
                                        "was finished (killed?)")
-    return _run(job, data)
+    try:
+        return _run(job, data)
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # a shape SHAPE does not check
+        return problem(job, "corrupt", corrupt_reason(
+            wrong_type(data, deep=True) or f"unexpected shape ({type(e).__name__}: {str(e)[:200]})"))
+
+
+def corrupt_reason(what: str) -> str:
+    return (f"result.json: {what}; it was edited or written by another tool: fix the field or rerun the "
+            "job, then aggregate again")
 
 
 def problem(job: str, status: str, reason: str) -> Run:
