@@ -92,3 +92,40 @@ def test_an_interrupt_in_a_later_cycle_keeps_the_completed_cycles_requests(lem_c
     first = [q for q in r["requests"] if q["cycle"] == 0]
     assert len(first) == 12 and all(q["output_tokens"] == 96 for q in first)
     assert len(r["cycles"]) >= 1 and r["cycles"][0]["output_tokens"] == 12 * 96
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["backend=nope"], "Could not find 'backend/nope'"),
+    (["dataset.num_requests=abc"], "dataset.num_requests"),
+    (["measurement.cycles=["], "no viable alternative"),
+    (["foo=1"], "Key 'foo' not in 'LemConfig'"),
+])
+def test_errors_hydra_finds_exit_2_with_lems_message(run_lem, tmp_path, overrides, needle):
+    p = run_lem(*FAST, *overrides, f"hydra.run.dir={tmp_path / 'job'}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.startswith("lem: invalid configuration") and needle in p.stderr, p.stderr
+    assert "_schema" not in p.stderr  # lem's internal schema entries are not options
+
+
+def test_malformed_local_settings_name_file_and_line(run_lem, tmp_path, monkeypatch):
+    local = tmp_path / "cfg" / "local"
+    local.mkdir(parents=True)
+    (local / "default.yaml").write_text("output_root: /tmp\n  bad: [unclosed\n")
+    monkeypatch.setenv("LEM_CONFIG_DIR", str(tmp_path / "cfg"))
+    p = run_lem(*FAST)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"{local / 'default.yaml'}: not valid YAML: line 2, column 6" in p.stderr, p.stderr
+
+
+def test_output_root_under_a_file_is_refused_naming_the_path(run_lem, tmp_path):
+    (tmp_path / "afile").write_text("")
+    p = run_lem(*FAST, f"output_root={tmp_path / 'afile' / 'sub'}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"cannot create or write {tmp_path / 'afile' / 'sub'}" in p.stderr
+    assert "Not a directory" in p.stderr and "output_root=" in p.stderr
+
+
+def test_a_sweep_of_only_invalid_points_exits_2(run_lem, tmp_path):
+    p = run_lem("-m", *FAST, "measurement.cycles=0,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "2 skipped" in p.stdout and "measurement.cycles=0 must be >= 1" in p.stdout

@@ -34,8 +34,12 @@ def _multirun_flag_first(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = _multirun_flag_first(sys.argv)
-    main()
+    from lem.cli_errors import guarded
+
+    guarded(main)  # Hydra's own errors (composition, job dirs) as lem's messages, exit 2
     from lem.callbacks import STATE
 
     if STATE["failed"]:  # a sweep with failed or interrupted points
         sys.exit(1)
+    if STATE.get("all_invalid"):  # every point of the sweep was an invalid configuration
+        sys.exit(2)

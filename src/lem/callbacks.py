@@ -32,6 +32,7 @@ class SweepSummary(Callback):
         counts, earlier = count_results(sweep_dir, getattr(self, "started", 0.0))
         failed = counts["failed"] + counts["interrupted"] + counts["corrupt"]
         STATE["failed"] = failed > 0
+        STATE["all_invalid"] = counts["skipped"] > 0 and counts["ok"] == 0 and not failed
         print(f"lem sweep: {counts['ok']} ok ({earlier} from earlier runs), {counts['failed']} failed, "
               f"{counts['skipped']} skipped, {counts['interrupted']} interrupted"
               + (f", {counts['corrupt']} unreadable" if counts["corrupt"] else "")
