@@ -166,3 +166,30 @@ def test_normalise_dtype():
     assert normalise_dtype("float16") == normalise_dtype("half") == "fp16"
     assert normalise_dtype("float32") == "fp32"
     assert normalise_dtype("int8") is None and normalise_dtype(None) is None
+
+
+def test_continuous_batching_gets_an_estimate_from_the_engines_running_count():
+    """Under continuous batching the batch is the time-weighted mean of vLLM's running requests
+    (busy time only) and the step time follows from the tokens made while busy; labelled an estimate."""
+    from omegaconf import OmegaConf
+
+    from lem.analysis import _roofline
+    from lem.result import Result
+
+    r = Result()
+    # 2 s with 10 running, 2 s with 30 running, then idle: mean batch 20 over 4 busy seconds
+    rows = [(0.0, 10, 0, 0.1, 0), (2.0, 30, 0, 0.3, 0), (4.0, 0, 0, 0.0, 0), (5.0, 0, 0, 0.0, 0)]
+    r.cycles = [{"serving": {"engine_state": {"rows": rows}}}]
+    r.summary.output_tokens, r.summary.input_tokens, r.summary.num_requests = 8000, 25600, 100
+    r.environment = {"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}
+    cfg = OmegaConf.create({"batching": {"strategy": "continuous"}, "precision": {"dtype": "bfloat16"}})
+    arch = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "hidden_size": 4096}
+    out = _roofline(r, cfg, {"param_bytes": 16e9, "num_params": 8e9, "arch": arch})
+    assert out.method.startswith("estimate (continuous batching)") and "Mean running batch: 20.0" in out.method
+    step_s = 20 * 4.0 / 8000  # batch x busy time / tokens
+    assert out.achieved_bandwidth_bytes_per_s == pytest.approx(out.bytes_per_step / step_s)
+    assert 0 < out.mbu < 1 and 0 < out.mfu < 1
+    r.cycles = [{"serving": {"engine_state": {"rows": []}}}]
+    none = _roofline(r, cfg, {"param_bytes": 16e9, "num_params": 8e9, "arch": arch})
+    assert none.mbu is None and "no engine state" in none.reason

@@ -91,7 +91,9 @@ def test_serving_mode_follows_the_schedule_and_bounds_concurrency(run_lem, tmp_p
     assert r["serving"]["requests"] == 8 and r["serving"]["goodput_rps"] > 0
     assert r["summary"]["ttft_s"]["p99"] is not None and r["summary"]["itl_s"]["n"] == 8 * 23
     assert r["attribution"]["prefill_energy_j"] is None and "share" in r["attribution"]["reason"]
-    assert r["summary"]["mbu"] is None and "continuous batching" in r["roofline"]["reason"]
+    # the serving estimate's inputs are there (engine state); on the CPU there is no peak to divide by
+    assert r["roofline"]["method"].startswith("estimate (continuous batching)")
+    assert r["summary"]["mbu"] is None and "no GPU" in r["roofline"]["reason"]
 
 
 def test_vllm_and_pytorch_produce_identical_greedy_tokens_in_float32(tiny_dir):

@@ -83,11 +83,10 @@ def _pooled_attribution(result: Result) -> Attribution:
 
 def _roofline(result: Result, cfg, model_info: dict):
     """Decode roofline from the median inter-token gap (one decode step of the whole batch)."""
-    from lem.roofline import METHOD, Roofline, decode_roofline
+    from lem.roofline import decode_roofline
 
     if cfg.batching.strategy == "continuous":
-        return Roofline(method=METHOD, reason="continuous batching: the batch changes every engine step "
-                        "(serving.engine_state has its size over time); the decode roofline needs one")
+        return _serving_roofline(result, cfg, model_info)
     s = result.summary
     gpus = result.environment.get("gpus") or []
     n = max(1, s.num_requests or 0)
@@ -97,6 +96,42 @@ def _roofline(result: Result, cfg, model_info: dict):
         param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
         arch=model_info["arch"], batch_size=cfg.batching.batch_size,
         mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=_roofline_gpus(result))
+
+
+SERVING_ESTIMATE = ("estimate (continuous batching): the batch changes every engine step, so the "
+                    "batch is the time-weighted mean number of running requests from vLLM's "
+                    "scheduler stats (serving.engine_state, busy time only) and the decode step time "
+                    "is that batch x busy time / output tokens (one token per running request per "
+                    "step; prefill steps count as decode steps). Then: ")
+
+
+def _serving_roofline(result: Result, cfg, model_info: dict):
+    """MBU/MFU under continuous batching, labelled an estimate: mean running batch from the
+    engine's own state over time, step time from the tokens it produced while busy."""
+    from lem.roofline import METHOD, Roofline, decode_roofline
+
+    busy_s, weighted = 0.0, 0.0
+    for c in result.cycles:
+        rows = ((c.get("serving") or {}).get("engine_state") or {}).get("rows") or []
+        for (t0, running, *_), (t1, *_) in zip(rows, rows[1:]):
+            if running > 0:
+                busy_s += t1 - t0
+                weighted += running * (t1 - t0)
+    s = result.summary
+    if busy_s <= 0 or not s.output_tokens:
+        return Roofline(method=METHOD, reason="continuous batching: no engine state with running requests "
+                        "(serving.engine_state), so no batch size for the decode roofline")
+    batch = weighted / busy_s
+    gpus = result.environment.get("gpus") or []
+    n = max(1, s.num_requests or 0)
+    out = decode_roofline(
+        gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
+        param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
+        arch=model_info["arch"], batch_size=batch,
+        mean_context_len=((s.input_tokens or 0) + (s.output_tokens or 0) / 2) / n,
+        decode_step_s=batch * busy_s / s.output_tokens, num_gpus=_roofline_gpus(result))
+    out.method = SERVING_ESTIMATE + out.method + f" Mean running batch: {batch:.1f} over {busy_s:.1f} s."
+    return out
 
 
 def _worker_pids(result: Result) -> set[int]:

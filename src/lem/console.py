@@ -64,6 +64,8 @@ def _mbu(s: dict, roofline: dict) -> str:
     text = f"{_fmt(s['mbu'])} / {_fmt(s['mfu'])}"
     if s["mbu"] is None and roofline.get("reason"):
         text += f" ({roofline['reason']})"
+    elif (roofline.get("method") or "").startswith("estimate"):
+        text += " (estimate: continuous batching, mean running batch; see roofline.method)"
     return text
 
 
