@@ -35,8 +35,11 @@ def _multirun_flag_first(argv: list[str]) -> list[str]:
 if __name__ == "__main__":
     sys.argv = _multirun_flag_first(sys.argv)
     from lem.cli_errors import guarded
+    from lem.interrupts import stoppable
 
-    guarded(main)  # Hydra's own errors (composition, job dirs) as lem's messages, exit 2
+    # Hydra's own errors (composition, job dirs) as lem's messages, exit 2; SIGINT/SIGTERM stop
+    # the run or sweep after the current point: summary, exit 130/143
+    stoppable(lambda: guarded(main))
     from lem.callbacks import STATE
 
     if STATE["failed"]:  # a sweep with failed or interrupted points

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 
@@ -21,26 +21,36 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         self.started = time.time()
         STATE["plan"].clear()
+        # for lem.interrupts: an interrupted sweep never reaches on_multirun_end, yet prints its summary
+        STATE["sweep"] = (Path(config.hydra.sweep.dir), self.started, bool(config.get("dry_run")))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if config.get("dry_run"):
-            plan = STATE["plan"]
-            print(f"lem dry run: {plan['run']} to run, {plan['skip']} to skip, {plan['done']} already "
-                  f"done ({sweep_dir})", flush=True)
+        counts = print_summary(sweep_dir, getattr(self, "started", 0.0), bool(config.get("dry_run")))
+        if counts is None:  # a dry run: the plan, nothing measured
             return
-        counts, earlier = count_results(sweep_dir, getattr(self, "started", 0.0))
         failed = counts["failed"] + counts["interrupted"] + counts["corrupt"]
         STATE["failed"] = failed > 0
         STATE["all_invalid"] = counts["skipped"] > 0 and counts["ok"] == 0 and not failed
-        print(f"lem sweep: {counts['ok']} ok ({earlier} from earlier runs), {counts['failed']} failed, "
-              f"{counts['skipped']} skipped, {counts['interrupted']} interrupted"
-              + (f", {counts['corrupt']} unreadable" if counts["corrupt"] else "")
-              + f" ({sweep_dir})", flush=True)
         if config.get("parity"):
             from lem.parity import write_report
 
             print(write_report([sweep_dir], sweep_dir), flush=True)
+
+
+def print_summary(sweep_dir: Path, started: float, dry_run: bool) -> Optional[Counter]:
+    """The sweep's one line (the plan of a dry run); the results counted by status, None if dry."""
+    if dry_run:
+        plan = STATE["plan"]
+        print(f"lem dry run: {plan['run']} to run, {plan['skip']} to skip, {plan['done']} already "
+              f"done ({sweep_dir})", flush=True)
+        return None
+    counts, earlier = count_results(sweep_dir, started)
+    print(f"lem sweep: {counts['ok']} ok ({earlier} from earlier runs), {counts['failed']} failed, "
+          f"{counts['skipped']} skipped, {counts['interrupted']} interrupted"
+          + (f", {counts['corrupt']} unreadable" if counts["corrupt"] else "")
+          + f" ({sweep_dir})", flush=True)
+    return counts
 
 
 def count_results(sweep_dir: Path, since: float) -> tuple[Counter, int]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lem import sweep_lock
 from lem.result import RESULT_FILE, ErrorInfo, Result, load_result, write_result
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,11 @@ GRACE_S = 60.0  # after forwarding a signal, how long the child may take to writ
 
 
 class Interrupted(Exception):
-    """The job was interrupted (SIGINT/SIGTERM); its result says so."""
+    """The job was interrupted (SIGINT/SIGTERM); its result says so. lem.task stops the sweep."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
@@ -31,8 +36,10 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     ctx = mp.get_context("spawn")
-    child = ctx.Process(target=_child_main, name="lem-job", args=(config, overrides, str(out_dir), job_gap))
+    child = ctx.Process(target=_child_main, name="lem-job",
+                        args=(config, overrides, str(out_dir), job_gap, sweep_lock.for_child()))
     child.start()
+    sweep_lock.note_measuring(child.pid)
     received: list[int] = []
     previous = _forward_signals(child, received)
     try:
@@ -42,9 +49,16 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
             signal.signal(sig, handler)
     result = _result_of(child, config, overrides, out_dir, started, received)
     if received or result["status"] == "interrupted":
-        raise Interrupted(f"job interrupted by signal {received or '(in child)'}; result: "
-                          f"{out_dir / RESULT_FILE}")
+        signum = received[0] if received else _signal_of(child.exitcode)
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; result: {out_dir / RESULT_FILE}",
+                          signum)
     return result
+
+
+def _signal_of(exitcode) -> int:
+    """The signal that interrupted a child which alone received one (it exits 128 + signal)."""
+    code = (exitcode or 0) - 128
+    return code if code in (signal.SIGINT, signal.SIGTERM) else signal.SIGINT
 
 
 def _forward_signals(child, received: list[int]) -> dict:
@@ -92,8 +106,11 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     return load_result(path)
 
 
-def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None) -> None:
-    """Entry of the spawned process: log to the job's log file, run, exit non-zero on failure."""
+def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None,
+                sweep_lock_fd=None) -> None:
+    """Entry of the spawned process: log to the job's log file, run, exit non-zero on failure.
+
+    `sweep_lock_fd` only needs to stay open: this process holds the sweep directory's lock too."""
     import sys
 
     from omegaconf import OmegaConf
@@ -101,18 +118,44 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_
     from lem.runner import run
 
     _child_logging(Path(out_dir))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_interrupt)
     try:
+        _die_with_parent()
         run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(128 + _INTERRUPTED.get("signum", signal.SIGINT))
     except Exception:
         log.exception("run failed")
         sys.exit(1)
 
 
+_INTERRUPTED: dict[str, int] = {}
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    # Ctrl-C reaches this process twice: SIGINT from the terminal (the whole process group) and
+    # the SIGTERM the parent forwards. A second KeyboardInterrupt would land in the handling of
+    # the first and cut short the writing of the result: so the first one is the only one.
+    if _INTERRUPTED:
+        return
+    _INTERRUPTED["signum"] = signum
+    raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this process when the sweep's process dies (SIGKILL, OOM killer). An orphan would
+    go on measuring on the GPUs the next sweep uses, and hold the sweep directory's lock."""
+    import ctypes
+    import os
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child_logging(out_dir: Path) -> None:

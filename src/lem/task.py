@@ -52,12 +52,15 @@ def run_point(cfg: DictConfig) -> Optional[float]:
 def _measure(cfg, config, overrides, out_dir: Path, sweep: bool, label: str) -> Optional[float]:
     from lem.console import summary_table
     from lem.devices import wait_for_steady_temperature
-    from lem.job import run_isolated
+    from lem.job import Interrupted, run_isolated
 
     gap = wait_for_steady_temperature(list(cfg.gpus), cfg.measurement.job_gap_max_s,
                                       cfg.measurement.job_gap_temp_range_c)
     if cfg.isolate:
-        result = run_isolated(config, overrides, out_dir, job_gap=gap)
+        try:
+            result = run_isolated(config, overrides, out_dir, job_gap=gap)
+        except Interrupted as exc:
+            _stop(exc, label)
     else:
         result = _in_process(cfg, overrides, out_dir, gap)
     if result.get("summary", {}).get("cycles") is not None:
@@ -69,6 +72,19 @@ def _measure(cfg, config, overrides, out_dir: Path, sweep: bool, label: str) -> 
             sys.exit(1)
         return None
     return objective(result, cfg)
+
+
+def _stop(exc, label: str):
+    """An interrupted point stops the sweep. Hydra's run_job catches every Exception (the next point
+    would start), so lem's own process raises SignalInterrupt, a KeyboardInterrupt, which reaches
+    __main__: the summary, exit 130/143. A SLURM job's process re-raises the Exception: Hydra
+    records that job as failed, and the sweep's process, waiting on the whole array, exits 1."""
+    from lem.interrupts import SignalInterrupt, in_main_process
+
+    print(f"lem: {label}: {exc}", file=sys.stderr, flush=True)
+    if in_main_process():
+        raise SignalInterrupt(exc.signum) from exc
+    raise exc
 
 
 def _in_process(cfg, overrides, out_dir: Path, gap) -> dict[str, Any]:
