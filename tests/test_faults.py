@@ -129,3 +129,41 @@ def test_a_sweep_of_only_invalid_points_exits_2(run_lem, tmp_path):
     p = run_lem("-m", *FAST, "measurement.cycles=0,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert p.returncode == 2, p.stderr[-2000:]
     assert "2 skipped" in p.stdout and "measurement.cycles=0 must be >= 1" in p.stdout
+
+
+def test_a_disk_that_fills_during_the_run_names_enospc_where_the_user_looks(lem_cache, tmp_path):
+    """The disk fills while lem measures: the cause (ENOSPC) reaches the console, and the result
+    once there is room again, not only lem.log."""
+    import subprocess
+    import sys
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        env = {**os.environ, "LEM_CACHE_DIR": str(lem_cache), "HF_HUB_OFFLINE": "1"}
+        args = ["measurement.cycles=2", "dataset.num_requests=8", "batching.batch_size=1",
+                "dataset.output_len=96", "measurement.cooldown_max_s=0", "preflight.min_free_disk_mb=0",
+                f"hydra.run.dir={disk / 'job'}"]
+        p = subprocess.Popen([sys.executable, "-m", "lem", *args], cwd=tmp_path, env=env,
+                             stderr=subprocess.PIPE, text=True)
+        seen = ""
+        while "cycle 1/2" not in seen:
+            chunk = p.stderr.read(64)
+            assert chunk, seen[-2000:]
+            seen += chunk
+        with open(disk / "filler", "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        err = seen + p.stderr.read()
+        assert p.wait(timeout=120) == 1
+        assert "No space left on device" in err and "Traceback" not in err.split("cycle 1/2")[-1], err[-3000:]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

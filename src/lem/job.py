@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,11 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     ctx = mp.get_context("spawn")
+    cause_in, cause_out = ctx.Pipe(duplex=False)  # the child's failure, even where the disk is full
     child = ctx.Process(target=_child_main, name="lem-job",
-                        args=(config, overrides, str(out_dir), job_gap, sweep_lock.for_child()))
+                        args=(config, overrides, str(out_dir), job_gap, sweep_lock.for_child(), cause_out))
     child.start()
+    cause_out.close()
     sweep_lock.note_measuring(child.pid)
     received: list[int] = []
     previous = _forward_signals(child, received)
@@ -47,7 +50,8 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    result = _result_of(child, config, overrides, out_dir, started, received)
+    cause = cause_in.recv() if cause_in.poll() else None
+    result = _result_of(child, config, overrides, out_dir, started, received, cause)
     if received or result["status"] == "interrupted":
         signum = received[0] if received else _signal_of(child.exitcode)
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; result: {out_dir / RESULT_FILE}",
@@ -84,8 +88,9 @@ def _wait(child, received: list[int]) -> None:
             child.join(5)
 
 
-def _result_of(child, config, overrides, out_dir: Path, started: float, received) -> dict:
-    """The child's result if it wrote one for this run; else a failed/interrupted one written here."""
+def _result_of(child, config, overrides, out_dir: Path, started: float, received, cause=None) -> dict:
+    """The child's result if it wrote one for this run; else a failed/interrupted one written here,
+    naming the child's own error (`cause`, e.g. ENOSPC while writing its result) where it sent one."""
     path = out_dir / RESULT_FILE
     if path.is_file() and path.stat().st_mtime >= started:
         result = load_result(path)
@@ -95,19 +100,25 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     status = "interrupted" if received else "failed"
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     hint = " (SIGKILL: killed by the OOM killer or the scheduler?)" if code == -signal.SIGKILL else ""
+    said = f": {cause}" if cause else ""
     result = Result(status=status, overrides=list(overrides), config=config,
                     error=ErrorInfo("ChildProcessDied", f"the measuring process ended with {why}"
-                                    f"{hint} before writing its result", ""))
+                                    f"{hint} before writing its result{said}", ""))
     from lem.config import config_hash
 
     result.config_hash = config_hash(config)
     result.null_reasons["summary"] = "the measuring process died: nothing it measured survived"
-    write_result(result, out_dir)
+    try:
+        write_result(result, out_dir)
+    except OSError as exc:  # e.g. the disk is still full: the console is all that is left
+        print(f"lem: cannot write {path} ({exc.strerror}); the run: {result.error.message}",
+              file=sys.stderr, flush=True)
+        return result.to_dict()
     return load_result(path)
 
 
 def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None,
-                sweep_lock_fd=None) -> None:
+                sweep_lock_fd=None, cause=None) -> None:
     """Entry of the spawned process: log to the job's log file, run, exit non-zero on failure.
 
     `sweep_lock_fd` only needs to stay open: this process holds the sweep directory's lock too."""
@@ -117,16 +128,18 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_
 
     from lem.runner import run
 
-    _child_logging(Path(out_dir))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _raise_interrupt)
     try:
+        _child_logging(Path(out_dir))  # inside: a full disk fails here too, and the parent hears why
         _die_with_parent()
         run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap)
     except KeyboardInterrupt:
         sys.exit(128 + _INTERRUPTED.get("signum", signal.SIGINT))
-    except Exception:
+    except Exception as exc:
         log.exception("run failed")
+        if cause is not None:  # the parent names it in the result it writes (or on the console)
+            cause.send(f"{type(exc).__name__}: {exc}")
         sys.exit(1)
 
 
