@@ -50,13 +50,23 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    cause = cause_in.recv() if cause_in.poll() else None
+    cause = _cause(cause_in)
     result = _result_of(child, config, overrides, out_dir, started, received, cause)
     if received or result["status"] == "interrupted":
         signum = received[0] if received else _signal_of(child.exitcode)
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; result: {out_dir / RESULT_FILE}",
                           signum)
     return result
+
+
+def _cause(conn) -> str | None:
+    """What the child sent before it exited (its error), or None: a closed pipe reads as EOF."""
+    try:
+        return conn.recv() if conn.poll() else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        conn.close()
 
 
 def _signal_of(exitcode) -> int:
