@@ -223,7 +223,7 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
                 records, timings, window, inst.rows(), list(cfg.gpus), t0_perf, t0_ns, cfg.batching)
         pooled += timings
         # kept as each cycle completes: an interrupt in a later cycle keeps these records
-        result.requests = [request_dict(t) for t in pooled]
+        result.requests += [request_dict(t) for t in timings]
     result.serving = pooled_serving(result.cycles) if serving else None
     if not serving:
         result.null_reasons["serving"] = "offline batches (batching.strategy is not continuous)"
