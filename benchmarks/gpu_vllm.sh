@@ -2,7 +2,9 @@
 # vLLM on the GPU through lem (issue 16), one stage per device call (each under 10 minutes).
 # On the GPU machine, from the repo root, once the kit is installed in /tmp/vsite and Hydra's
 # wheels in /tmp/site (../shared/gpu/vllm/README.md, ../shared/gpu/README.md):
-#   OUT=$OUT bash benchmarks/gpu_vllm.sh test|bs|card|serve|torch
+#   OUT=$OUT bash benchmarks/gpu_vllm.sh test|bs|card|serve|torch|paired|torchpair|fast|bnb
+# (torchpair, fast and bnb need no vLLM: the PyTorch backend, issue 19; bnb needs the bitsandbytes
+# wheel installed into /tmp/site)
 # No VLLM_* variable is set for lem's runs: lem sets what vLLM needs. Results land in $OUT.
 set -u
 export PYTHONPATH=/tmp/vsite:/tmp/site:src HF_HUB_OFFLINE=1
@@ -29,7 +31,7 @@ test)
 paired)
   for spec in ${PAIRED:-"1 8" "64 256"}; do
     set -- $spec
-    VLLM_USE_FLASHINFER_SAMPLER=0 python3 benchmarks/vllm_gpu_paired.py --batch-size "$1" \
+    VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn python3 benchmarks/vllm_gpu_paired.py --batch-size "$1" \
       --num-requests "$2" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired_bs$1.err" | tee -a "$OUT/paired.jsonl" | tail -n 1
     tail -n 5 "$RUNS/paired_bs$1.err"
   done ;;
@@ -55,10 +57,23 @@ serve)  # serving-style load: Poisson arrivals at three rates
     lem_run "serve/poisson_$rate" backend=vllm model=llama3-8b-random precision=bf16 batching=continuous \
       batching.arrival=poisson batching.rate_rps="$rate" dataset.num_requests="${SERVE_N:-128}" $W
   done ;;
-torch)  # lem's PyTorch backend at the same workload, for vLLM vs PyTorch
-  for spec in "1 6" "64 256"; do
+torch)  # lem's PyTorch backend at the same workload, for vLLM vs PyTorch (eager and pytorch_fast)
+  for spec in ${TORCH:-"pytorch 1 2" "pytorch 64 64" "pytorch_fast 1 4" "pytorch_fast 64 64"}; do
     set -- $spec
-    lem_run "torch/bs$1" backend=pytorch model=llama3-8b-random precision=bf16 batching.batch_size="$1" \
-      dataset.num_requests="$2" $W
+    lem_run "torch/$1_bs$2" backend="$1" model=llama3-8b-random precision=bf16 batching.batch_size="$2" \
+      dataset.num_requests="$3" $W
+  done ;;
+torchpair)  # lem's PyTorch backend vs plain generate, interleaved in one process (issue 19)
+  for spec in ${TPAIR:-"1 2" "64 64"}; do
+    set -- $spec
+    python3 benchmarks/torch_gpu_paired.py --batch-size "$1" --num-requests "$2" \
+      --rounds "${ROUNDS:-3}" --configs "${CONFIGS:-eager,static,compiled}" 2>"$RUNS/tpair_bs$1.err" \
+      | tee -a "$OUT/torchpair.jsonl" | grep summary | cut -c1-600
+    tail -n 3 "$RUNS/tpair_bs$1.err"
+  done ;;
+bnb)  # bitsandbytes int8 / int4 against bf16 on the PyTorch backend (issue 19)
+  for p in ${PRECISIONS:-bf16 int8 int4}; do
+    lem_run "bnb/$p" backend=pytorch model=llama3-8b-random precision="$p" batching.batch_size=1 \
+      dataset.num_requests=2 $W
   done ;;
 esac

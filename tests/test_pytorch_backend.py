@@ -16,7 +16,7 @@ FP32 = OmegaConf.create({"name": "fp32", "dtype": "float32", "quantization": Non
 def _backend(**options):
     cfg = OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,
                             "max_memory": None, "low_cpu_mem_usage": True, "torch_compile": False,
-                            "cache_implementation": None, "trust_remote_code": False, **options})
+                            "compile_mode": "reduce-overhead", "cache_implementation": None, "trust_remote_code": False, **options})
     return PyTorchBackend(cfg, None)
 
 
@@ -58,11 +58,24 @@ def test_max_memory_gpu_keys_become_ints():
     assert kwargs["max_memory"] == {0: "70GiB", "cpu": "10GiB"} and kwargs["device_map"] == "auto"
 
 
-def test_torch_compile_wraps_the_forward(tiny_dir):
-    b = _backend(torch_compile=True)
+def test_torch_compile_compiles_the_decode_step_and_says_so(tiny_dir):
+    """A real compile on the CPU (inductor): transformers' compiled call is built, the tokens are
+    the eager ones, and engine_info reports what compiled. Eager runs stay eager with a static
+    cache, where transformers would otherwise compile on its own."""
+    prompt = [Request(0, [5, 6, 7, 8], 6), Request(1, [9, 10, 11, 12], 6)]
+    eager = _backend(cache_implementation="static")
+    eager.load(ModelSource("tiny", "tiny", path=str(tiny_dir)), FP32, [])
+    eager_rec = eager.generate(prompt, force_output_len=True)
+    assert eager.engine_info()["compiled"] is False
+    assert getattr(eager.model, "_compiled_call", None) is None
+    b = _backend(torch_compile=True, compile_mode="default", cache_implementation="static")
     b.load(ModelSource("tiny", "tiny", path=str(tiny_dir)), FP32, [])
-    # torch.compile returns a dynamo wrapper that remembers the function it compiled
-    assert b.model.forward._torchdynamo_orig_callable.__func__ is type(b.model).forward
+    assert b.engine_info()["compiled"] is False  # nothing has run yet
+    rec = b.generate(prompt, force_output_len=True)
+    info = b.engine_info()
+    assert info["compiled"] is True and info["compile_mode"] == "default"
+    assert info["compiled_graphs"] >= 1 and info["token_clock"] == "host_clock"
+    assert rec.token_ids == eager_rec.token_ids and rec.output_tokens == [6, 6]
 
 
 def test_cache_implementation_reaches_generate(tiny_dir, monkeypatch):

@@ -71,11 +71,10 @@ def test_int8_on_the_cpu(compose):
     assert "precision=int8" in problems[0] and "GPU only" in problems[0]
 
 
-def test_int4_on_a_random_weight_model(compose):
+def test_int4_on_a_random_weight_model_is_accepted_on_a_gpu(compose):
+    # the backend writes the random model once as a checkpoint, which bitsandbytes quantizes
     cfg = compose(["gpus=[0]", "precision=int4", "model=qwen2.5-0.5b-random"])
-    problems = _problems(cfg, _host((9, 0), bitsandbytes=True))
-    assert len(problems) == 1
-    assert "precision=int4" in problems[0] and "model=qwen2.5-0.5b-random" in problems[0]
+    assert _problems(cfg, _host((9, 0), bitsandbytes=True)) == []
 
 
 def test_bf16_on_a_gpu_without_bfloat16(compose):
@@ -208,3 +207,24 @@ def test_a_key_added_with_plus_that_the_backend_would_ignore_is_rejected(compose
     problems = _problems(cfg, _host())
     assert len(problems) == 1 and "backend.atn_implementation" in problems[0]
     assert "attn_implementation" in problems[0]  # the options are listed
+
+
+def test_torch_compile_without_a_static_cache_names_the_fix(compose):
+    problems = _problems(compose(["gpus=[]", "backend.torch_compile=true"]), _host())
+    assert len(problems) == 1 and "backend.torch_compile=true" in problems[0]
+    assert "backend.cache_implementation=static" in problems[0]
+
+
+def test_unknown_compile_mode(compose):
+    problems = _problems(compose(["gpus=[]", "backend.compile_mode=fastest"]), _host())
+    assert len(problems) == 1 and "backend.compile_mode=fastest" in problems[0]
+
+
+def test_the_pytorch_fast_preset_is_a_valid_compiled_static_cache_pytorch(compose):
+    cfg = compose(["gpus=[]", "backend=pytorch_fast"])
+    b = cfg.backend
+    assert (b.name, b.cache_implementation, b.torch_compile, b.compile_mode) == \
+        ("pytorch", "static", True, "reduce-overhead")
+    assert _problems(cfg, _host()) == []
+    eager = compose(["gpus=[]", "backend=pytorch_fast", "backend.torch_compile=false"])
+    assert eager.backend.torch_compile is False and eager.backend.cache_implementation == "static"

@@ -32,7 +32,10 @@ class PyTorchConfig(BackendConfig):
     # into a null typed-dict node (backend.max_memory={0:70GiB} would crash)
     max_memory: Optional[Any] = None
     low_cpu_mem_usage: bool = True
-    torch_compile: bool = False  # torch.compile the forward before the warmup
+    # compile generate's decode step (transformers' compile_config); needs a static cache.
+    # false: eager, even with a static cache (where transformers would compile unasked)
+    torch_compile: bool = False
+    compile_mode: str = "reduce-overhead"  # torch.compile mode: default | reduce-overhead | max-autotune...
     cache_implementation: Optional[str] = None  # None (dynamic) | static | offloaded ...
     trust_remote_code: bool = False
     # None: one process; data: one worker per GPU, batches dealt out; tensor: tp_plan="auto"

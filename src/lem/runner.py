@@ -108,6 +108,8 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
             result.warmup = _warmup(backend, batches, cfg)
         with _phase(result, "cycles"):
             timings = _cycles(backend, batches, cfg, inst, result)
+        if hasattr(backend, "engine_info"):  # again: what compiled or changed while it ran
+            result.engine = backend.engine_info()
         from lem.analysis import analyse
 
         with _phase(result, "analysis"):

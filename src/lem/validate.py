@@ -45,6 +45,7 @@ ENERGY_METERS = ("nvml", "none")
 BACKEND_BATCHING = {"pytorch": ("static", "sorted"), "vllm": ("static", "sorted", "continuous"),
                     "tensorrt": ("static", "sorted", "continuous")}
 ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -191,6 +192,7 @@ def _pytorch(cfg, host: HostInfo) -> list[str]:
         if not host.packages.get("flash_attn"):
             problems.append("backend.attn_implementation=flash_attention_2 needs the flash-attn "
                             "package; pip install flash-attn, or use sdpa")
+    problems += _compile(b)
     if b.max_memory is not None and b.device_map is None:
         problems.append("backend.max_memory only applies with backend.device_map (e.g. auto); "
                         "set both or neither")
@@ -198,6 +200,19 @@ def _pytorch(cfg, host: HostInfo) -> list[str]:
         problems.append("backend.device_map cannot place a random-weight model (it is built in "
                         "place on gpus[0]); leave backend.device_map=null")
     return problems + _parallel(cfg)
+
+
+def _compile(b) -> list[str]:
+    """transformers compiles generate's decode step only over a static KV cache."""
+    problems = []
+    if b.compile_mode not in COMPILE_MODES:
+        problems.append(f"backend.compile_mode={b.compile_mode} is unknown; choose one of "
+                        f"{COMPILE_MODES}")
+    if b.torch_compile and b.cache_implementation != "static":
+        problems.append(f"backend.torch_compile=true compiles the decode step over a static KV "
+                        f"cache, but backend.cache_implementation={b.cache_implementation}; add "
+                        f"backend.cache_implementation=static (or use backend=pytorch_fast)")
+    return problems
 
 
 PARALLEL_MODES = (None, "data", "tensor")
@@ -287,9 +302,6 @@ def _quantization(cfg, host: HostInfo) -> list[str]:
     if not cfg.gpus:
         problems.append(f"precision={p.name} ({p.quantization}) runs on a GPU only; "
                         f"set gpus=[0] or choose precision=fp32/bf16 on the CPU")
-    if cfg.model.source == "random":
-        problems.append(f"precision={p.name} quantizes weights while loading them from disk; "
-                        f"model={cfg.model.name} is built in memory. Use a hub model")
     return problems
 
 

@@ -1,7 +1,14 @@
 """PyTorch backend: transformers `from_pretrained` + `generate`, every YAML option passed through.
 
-Per-token timestamps come from a streamer: `generate` hands it each step's tokens after copying
-them to the host, which synchronises the device, so a timestamp marks a token that exists.
+Per-token timestamps cost no host sync: `generate` calls its stopping criteria once per decoding
+step, after the step's token is appended, and lem's criterion records a CUDA event there (on the
+CPU, where work is synchronous, the host clock). The events are resolved to the runner's clock
+after the batch, so a timestamp marks when the token existed on the device. (A streamer, lem's
+earlier clock, copies every step's tokens to the host: one more device sync per step.)
+
+`backend.torch_compile=true` compiles the decode step the way transformers does it for a static
+cache (`compile_config`: CUDA graphs under mode reduce-overhead); `false` runs it eagerly even with
+a static cache (transformers would otherwise compile it on its own, unasked).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ _BNB = {"bnb-int8": ("int8", "LLM.int8 (bitsandbytes)"), "bnb-int4": ("int4-nf4"
 class PyTorchBackend:
     def __init__(self, backend_cfg, run_cfg):
         self.cfg = backend_cfg
+        # a random-weight model quantized by bitsandbytes is written here once as a checkpoint
+        self.cache_dir = run_cfg.cache_dir if run_cfg is not None else None
         self.gpus: list[int] = []
         self.model = None
         self.pad_id = 0
@@ -44,6 +53,8 @@ class PyTorchBackend:
         if gpus:
             torch.cuda.set_device(self.device)
         dtype = getattr(torch, precision.dtype)
+        if source.path is None and precision.quantization:
+            source = self._random_checkpoint(source, precision)
         if source.path is not None:
             model = self._from_pretrained(source, precision, dtype)
         else:
@@ -51,8 +62,6 @@ class PyTorchBackend:
         model.eval()
         self.model = model
         self._read_special_ids(model)
-        if self.cfg.torch_compile:
-            model.forward = torch.compile(model.forward)
         return _precision_info(model, precision)
 
     def from_pretrained_kwargs(self, source: ModelSource, precision, dtype) -> dict[str, Any]:
@@ -73,6 +82,18 @@ class PyTorchBackend:
         if precision.quantization:
             kwargs["quantization_config"] = _bnb_config(precision.quantization, dtype)
         return kwargs
+
+    def _random_checkpoint(self, source: ModelSource, precision) -> ModelSource:
+        """bitsandbytes quantizes weights as from_pretrained loads them, so a random-weight model
+        is written once as a checkpoint (same init distribution, seeded; cached by architecture,
+        seed and dtype under cache_dir) and loaded from there."""
+        from dataclasses import replace
+
+        from lem.models.random_checkpoint import ensure_random_checkpoint
+
+        path, _ = ensure_random_checkpoint(self.cache_dir, source.config, source.seed,
+                                           precision.dtype, device=str(self.device))
+        return replace(source, path=str(path))
 
     def _from_pretrained(self, source: ModelSource, precision, dtype):
         from transformers import AutoModelForCausalLM
@@ -112,7 +133,21 @@ class PyTorchBackend:
             kwargs["min_new_tokens"] = max(targets)  # EOS masked; each row stops at its target
         if self.cfg.cache_implementation is not None:
             kwargs["cache_implementation"] = self.cfg.cache_implementation
+        kwargs.update(self._compile_kwargs())
         return kwargs
+
+    def _compile_kwargs(self) -> dict[str, Any]:
+        """transformers compiles the decode step itself once the cache is static; lem makes that
+        an explicit choice, so a run says whether it was compiled."""
+        if not self.cfg.torch_compile:
+            return {"disable_compile": True}
+        from transformers import CompileConfig
+
+        # dynamic=False: one specialised graph per batch shape, no dynamic-shape kernels
+        config = CompileConfig(mode=self.cfg.compile_mode, dynamic=False)
+        if self.device.type == "cpu":  # transformers compiles only on accelerators unless told
+            config._compile_all_devices = True
+        return {"compile_config": config}
 
     def generate(self, batch: list[Request], force_output_len: bool) -> BatchRecord:
         import torch
@@ -120,17 +155,15 @@ class PyTorchBackend:
 
         input_ids, attention_mask = self._pad_left(batch)
         targets = [r.output_len for r in batch]
-        clock = _TokenClock()
-        stop = _RowLengths(input_ids.shape[1], torch.tensor(targets, device=self.device))
         kwargs = self.generate_kwargs(targets, force_output_len)
-        submit_s = time.perf_counter()
+        clock = StepClock(self.device, input_ids.shape[1], targets)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                      streamer=clock, stopping_criteria=StoppingCriteriaList([stop]),
-                                      **kwargs)
-        generated = out[:, input_ids.shape[1]:].tolist()
-        counts = self._count_outputs(generated, targets, force_output_len, len(clock.times_s))
-        return BatchRecord(submit_s, counts, [clock.times_s[:n] for n in counts],
+                                      stopping_criteria=StoppingCriteriaList([clock]), **kwargs)
+        generated = out[:, input_ids.shape[1]:].tolist()  # waits for the device
+        times_s = clock.times_s()
+        counts = self._count_outputs(generated, targets, force_output_len, len(times_s))
+        return BatchRecord(clock.start_s, counts, [times_s[:n] for n in counts],
                            token_ids=[ids[:n] for ids, n in zip(generated, counts)])
 
     def _pad_left(self, batch: list[Request]):
@@ -166,6 +199,24 @@ class PyTorchBackend:
                 "local_param_elements": sum(_local(p).numel() for p in params),
                 "arch": self.model.config.to_dict()}
 
+    def engine_info(self) -> dict[str, Any]:
+        """How generate ran: the libraries, the cache, and whether the decode step was compiled,
+        read off the model (transformers skips compiling where it cannot, e.g. some quantizers).
+        Read again after the cycles, so `compiled` and the graph count cover the whole run."""
+        import torch
+        import transformers
+
+        c = self.cfg
+        compiled = getattr(self.model, "_compiled_call", None) is not None if self.model else None
+        info = {"library": "transformers", "transformers": transformers.__version__,
+                "torch": torch.__version__, "cache_implementation": c.cache_implementation or "dynamic",
+                "torch_compile": bool(c.torch_compile),
+                "compile_mode": c.compile_mode if c.torch_compile else None,
+                "compiled": compiled if c.torch_compile else False,
+                "token_clock": "cuda_events" if self.device.type == "cuda" else "host_clock"}
+        info.update(_dynamo_stats() if c.torch_compile else {})
+        return info
+
     # -- memory and teardown ---------------------------------------------------------------
     def _devices(self) -> list[tuple[int, int]]:
         """(torch index, physical index) of the GPUs this process drives: a tensor-parallel rank
@@ -198,31 +249,57 @@ class PyTorchBackend:
             torch.cuda.empty_cache()
 
 
-class _TokenClock:
-    """A generate() streamer that timestamps each decoding step (the first put is the prompt)."""
+class StepClock:
+    """A stopping criterion that marks each decoding step without waiting for it, and stops each
+    row at its own target length.
 
-    def __init__(self):
-        self.times_s: list[float] = []
-        self._prompt_seen = False
+    On a GPU each call records a CUDA event on the current stream (asynchronous); `times_s()`
+    resolves them after the batch against one anchor event whose host time was read once, at the
+    start, on an idle device. On the CPU the host clock is read directly (work is synchronous).
+    Times are time.perf_counter() seconds, the runner's clock."""
 
-    def put(self, value) -> None:
-        if self._prompt_seen:
-            self.times_s.append(time.perf_counter())
-        self._prompt_seen = True
+    def __init__(self, device, prompt_len: int, targets: list[int]):
+        import torch
 
-    def end(self) -> None:
-        pass
-
-
-class _RowLengths:
-    """Stopping criterion: each row stops once it has its own target number of new tokens."""
-
-    def __init__(self, prompt_len: int, targets):
+        self._cuda = device.type == "cuda"
         self.prompt_len = prompt_len
-        self.targets = targets
+        self.targets = torch.tensor(targets, device=device)
+        self._marks: list = []
+        self._anchor = None
+        if self._cuda:
+            torch.cuda.synchronize(device)  # idle device: the anchor runs as soon as recorded
+            self._anchor = torch.cuda.Event(enable_timing=True)
+            self._anchor.record()
+            self._anchor.synchronize()
+        self.start_s = time.perf_counter()
 
     def __call__(self, input_ids, scores, **kwargs):
+        if self._cuda:
+            import torch
+
+            mark = torch.cuda.Event(enable_timing=True)
+            mark.record()
+            self._marks.append(mark)
+        else:
+            self._marks.append(time.perf_counter())
         return (input_ids.shape[1] - self.prompt_len) >= self.targets
+
+    def times_s(self) -> list[float]:
+        if not self._cuda:
+            return list(self._marks)
+        if self._marks:
+            self._marks[-1].synchronize()
+        return [self.start_s + self._anchor.elapsed_time(m) / 1e3 for m in self._marks]
+
+
+def _dynamo_stats() -> dict[str, Any]:
+    """Graphs torch.compile built in this process and the seconds dynamo spent compiling them
+    (its own metric, summed over every compile so far; None where this torch lacks it)."""
+    from torch._dynamo import utils
+
+    graphs = utils.counters["stats"].get("unique_graphs")
+    times = getattr(utils, "compilation_time_metrics", {}).get("_compile.compile_inner")
+    return {"compiled_graphs": graphs, "compile_s": round(sum(times), 3) if times else None}
 
 
 def _no_init_weights():
