@@ -96,7 +96,7 @@ def test_help_lists_groups_and_cfg_job_imports_no_torch(run_lem):
     for group in ("backend", "model", "dataset", "precision", "batching", "energy"):
         assert f"{group}:" in help_proc.stdout
     assert "llama3-8b-random" in help_proc.stdout and "sorted" in help_proc.stdout
-    assert "backend: pytorch, tensorrt, vllm" in help_proc.stdout
+    assert "backend: pytorch, pytorch_fast, tensorrt, vllm" in help_proc.stdout
     assert "_schema" not in help_proc.stdout  # type-checking schemas are not options to pick
     import subprocess
     import sys

@@ -16,7 +16,8 @@ FP32 = OmegaConf.create({"name": "fp32", "dtype": "float32", "quantization": Non
 def _backend(**options):
     cfg = OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,
                             "max_memory": None, "low_cpu_mem_usage": True, "torch_compile": False,
-                            "compile_mode": "reduce-overhead", "cache_implementation": None, "trust_remote_code": False, **options})
+                            "compile_mode": "reduce-overhead", "cache_implementation": None,
+                            "trust_remote_code": False, **options})
     return PyTorchBackend(cfg, None)
 
 
