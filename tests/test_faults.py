@@ -167,3 +167,37 @@ def test_a_disk_that_fills_during_the_run_names_enospc_where_the_user_looks(lem_
         assert "No space left on device" in err and "Traceback" not in err.split("cycle 1/2")[-1], err[-3000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_the_sampler_process_dies_with_a_killed_run(tmp_path):
+    """SIGKILL (the OOM killer) of the process that started the sampler leaves no orphan polling
+    NVML on the GPUs the next run measures (replayed H200 NVML)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    trace = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
+    env = {**os.environ, "LEM_NVML_MODULE": "tests.fakes.replay_nvml",
+           "LEM_REPLAY_TRACE": str(trace), "LEM_REPLAY_T0_NS": str(time.time_ns())}
+    code = ("import time; from lem.sampler import Sampler; s = Sampler([0], 0.05); s.start(); "
+            "print(s._proc.pid, flush=True); time.sleep(60)")
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env,
+                           cwd=Path(__file__).parents[1])
+    sampler_pid = int(run.stdout.readline())
+    os.kill(sampler_pid, 0)  # alive while its parent is
+    run.send_signal(signal.SIGKILL)
+    run.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(sampler_pid):
+        time.sleep(0.1)
+    assert not _alive(sampler_pid), "the sampler outlived the run that started it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

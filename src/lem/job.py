@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lem import sweep_lock
+from lem.lifetime import die_with_parent
 from lem.result import RESULT_FILE, ErrorInfo, Result, load_result, write_result
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_
         signal.signal(sig, _raise_interrupt)
     try:
         _child_logging(Path(out_dir))  # inside: a full disk fails here too, and the parent hears why
-        _die_with_parent()
+        die_with_parent()
         run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap)
     except KeyboardInterrupt:
         sys.exit(128 + _INTERRUPTED.get("signum", signal.SIGINT))
@@ -164,21 +165,6 @@ def _raise_interrupt(signum, frame):
         return
     _INTERRUPTED["signum"] = signum
     raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
-
-
-def _die_with_parent() -> None:
-    """SIGTERM this process when the sweep's process dies (SIGKILL, OOM killer). An orphan would
-    go on measuring on the GPUs the next sweep uses, and hold the sweep directory's lock."""
-    import ctypes
-    import os
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        return
-    parent = mp.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child_logging(out_dir: Path) -> None:

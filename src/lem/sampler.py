@@ -77,6 +77,9 @@ class Sampler:
 
 
 def _sample_loop(gpus: list[int], period_s: float, out, stop) -> None:
+    from lem.lifetime import die_with_parent
+
+    die_with_parent()  # an orphaned sampler would go on polling the next run's GPUs
     try:
         nvml = nvml_seam.load()
         nvml.nvmlInit()
