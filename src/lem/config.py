@@ -15,6 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from lem.not_measured import NOT_MEASURED_KEYS, not_measured_overrides
+
 
 @dataclass
 class BackendConfig:
@@ -278,6 +280,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("lem.gpu_count", gpu_count)
     if not OmegaConf.has_resolver("lem.config_groups"):
         OmegaConf.register_new_resolver("lem.config_groups", config_groups)
+    if not OmegaConf.has_resolver("lem.not_measured_overrides"):
+        OmegaConf.register_new_resolver("lem.not_measured_overrides", not_measured_overrides)
     if not OmegaConf.has_resolver("lem.config_dir"):
         from lem.local_config import searchpath_entry
 
@@ -298,14 +302,11 @@ def register_configs() -> None:
         cs.store(group=group, name=f"{group}_schema", node=schema)
 
 
-# Keys that change where results go or how they are shown, not what is measured.
-_NON_SEMANTIC_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective",
-                      "preflight", "output_root", "slurm_account", "parity")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
     """Stable short hash of what a run measures (used to match results across sweeps)."""
     data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-    data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC_KEYS and k != "hydra"}
+    data = {k: v for k, v in data.items() if k not in NOT_MEASURED_KEYS and k != "hydra"}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lem.aggregate.shape import wrong_type
+from lem.not_measured import NOT_MEASURED_KEYS
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
     import orjson
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json still wor
 RESULT_FILE = "result.json"
 FINISHED = ("ok", "failed", "skipped", "interrupted")
 # keys that change nothing measured (as lem.config's hash) plus `repeat`, the repeat index
-IGNORED_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective", "hydra")
+IGNORED_KEYS = NOT_MEASURED_KEYS + ("hydra",)
 GROUP_IGNORED = IGNORED_KEYS + ("repeat",)
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s", "itl_s")
 # the engine's own library per backend: a different version is a different environment
