@@ -36,10 +36,11 @@ def test_every_not_measured_key_is_a_top_level_key_and_every_preflight_key_is_li
 
 
 def test_hydra_job_dir_names_leave_out_the_same_keys():
-    import lem.config
-    import lem.paths
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    import lem.config
+    import lem.paths
 
     lem.config.register_configs()
     with initialize_config_dir(config_dir=str(lem.paths.conf_dir()), version_base="1.3"):
