@@ -1,4 +1,4 @@
-"""Time scipy.stats.bootstrap against lem.bootstrap.mean_ci on the aggregation's workload.
+"""Time scipy.stats.bootstrap against lem.analysis.bootstrap.mean_ci on the aggregation's workload.
 
 ~2,000 groups x 5 runs, 9999 resamples, BCa and percentile, one vectorised call each; also the cost of
 `import scipy.stats` (a fresh interpreter) and the largest difference between the two sets of bounds.
@@ -39,11 +39,12 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=9999)
     args = ap.parse_args()
     print(f"import scipy.stats: {_import_time('scipy.stats'):.3f} s; "
-          f"import lem.bootstrap: {_import_time('lem.bootstrap'):.3f} s (fresh interpreter, best of 3)")
+          f"import lem.analysis.bootstrap: {_import_time('lem.analysis.bootstrap'):.3f} s "
+          f"(fresh interpreter, best of 3)")
 
     from scipy import stats as sps
 
-    from lem.bootstrap import mean_ci
+    from lem.analysis.bootstrap import mean_ci
 
     x = np.random.default_rng(1).normal(10.0, 1.0, (args.groups, args.n))
     print(f"{args.groups} rows x n={args.n}, {args.resamples} resamples (best of 3)")
@@ -58,7 +59,8 @@ def main() -> None:
         diff = max(np.max(np.abs(lo - ref.confidence_interval.low) / np.abs(ref.confidence_interval.low)),
                    np.max(np.abs(hi - ref.confidence_interval.high) / np.abs(ref.confidence_interval.high)))
         same = np.mean((lo == ref.confidence_interval.low) & (hi == ref.confidence_interval.high))
-        print(f"{method:>10}: scipy {t_scipy:.3f} s, lem.bootstrap {t_lem:.4f} s ({t_scipy / t_lem:.0f}x); "
+        print(f"{method:>10}: scipy {t_scipy:.3f} s, lem.analysis.bootstrap {t_lem:.4f} s "
+              f"({t_scipy / t_lem:.0f}x); "
               f"max relative difference {diff:.1e}, bit-identical rows {same:.1%}")
 
 

@@ -29,12 +29,14 @@ import time
 
 import numpy as np
 import torch
-from scipy.stats import bootstrap  # a CI of the median: lem.bootstrap does means; scipy: the test extra
+from scipy.stats import (
+    bootstrap,  # a CI of the median: lem.analysis.bootstrap does means; scipy: the test extra
+)
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from lem.backends.pytorch import _fill_random, _no_init_weights
-from lem.energy import NvmlMeter
-from lem.sampler import Sampler
+from lem.measure.energy import NvmlMeter
+from lem.measure.sampler import Sampler
 
 LLAMA3_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,

@@ -173,7 +173,7 @@ def main():
     import numpy as np
     import pynvml
 
-    from lem.workload import Request
+    from lem.workload.requests import Request
 
     backend = build_backend(a.model, [] if a.cpu else [0])
     rng = np.random.default_rng(0)

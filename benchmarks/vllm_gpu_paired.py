@@ -52,7 +52,7 @@ def build(cache: str):
 def requests(n: int, input_len: int, output_len: int):
     import numpy as np
 
-    from lem.workload import Request
+    from lem.workload.requests import Request
 
     rng = np.random.default_rng(0)
     return [Request(i, rng.integers(10, 128000, input_len).tolist(), output_len) for i in range(n)]

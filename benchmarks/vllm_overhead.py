@@ -4,7 +4,7 @@ The plain script (`--plain`, run in its own process) builds vLLM's `LLM` on the 
 settings lem's CPU tests use, generates the workload's batches once unmeasured, then times
 `--passes` passes over the same batches (one `LLM.generate` per batch, forced lengths). lem runs
 `python -m lem backend=vllm ...` with the same requests (its synthetic workload, which the plain
-script rebuilds with lem.workload) and `measurement.cycles=--passes`; its figure is each measured
+script rebuilds with lem.workload.requests) and `measurement.cycles=--passes`; its figure is each measured
 cycle's window. Modes alternate (lem-stream, lem-metrics, plain, lem-stream, ...) for --reps
 rounds, so drift (other load on the machine, thermal) falls on all alike.
 
@@ -106,7 +106,7 @@ def _tiny_workload(cache: str):
     from transformers import AutoTokenizer
 
     from lem.models.tiny import tiny_model_dir
-    from lem.workload import make_batches, synthetic_requests
+    from lem.workload.requests import make_batches, synthetic_requests
 
     arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/tiny.yaml")["config"])
     path = tiny_model_dir(cache, 0, arch)

@@ -6,14 +6,14 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-import lem.config
+import lem.config.schema
 import lem.paths
 
 
 # compose(overrides) -> the DictConfig `python -m lem <overrides>` would run (schema-checked).
 @pytest.fixture
 def compose():
-    lem.config.register_configs()
+    lem.config.schema.register_configs()
 
     def _compose(overrides: list[str]):
         with initialize_config_dir(config_dir=str(lem.paths.conf_dir()), version_base="1.3"):

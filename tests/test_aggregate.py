@@ -15,8 +15,8 @@ import pytest
 from lem.aggregate import aggregate, collect, load
 from lem.aggregate.__main__ import main
 from lem.aggregate.groups import bootstrap_all, groups
-from lem.result import Result
-from lem.stats import cycle_stats
+from lem.analysis.stats import cycle_stats
+from lem.result.schema import Result
 
 H200 = {"name": "NVIDIA H200", "driver": "580.159.04", "power_limit_w": 700.0, "index": 0}
 

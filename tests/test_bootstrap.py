@@ -1,4 +1,5 @@
-"""lem.bootstrap.mean_ci gives scipy.stats.bootstrap's confidence intervals of the mean, without scipy."""
+"""lem.analysis.bootstrap.mean_ci gives scipy.stats.bootstrap's confidence intervals of the mean,
+without scipy."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from lem import bootstrap
-from lem.bootstrap import mean_ci
+from lem.analysis import bootstrap
+from lem.analysis.bootstrap import mean_ci
 
 sps = pytest.importorskip("scipy.stats")
 
@@ -119,7 +120,7 @@ def test_bad_arguments():
 
 
 def test_does_not_import_scipy():
-    code = ("import sys; import lem.bootstrap as b, numpy as np;"
+    code = ("import sys; import lem.analysis.bootstrap as b, numpy as np;"
             " b.mean_ci(np.array([[1., 2., 4.]]), 'BCa', 99);"
             " b.mean_ci(np.array([1., 2., 4.]), 'percentile', 99);"
             " print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))")
@@ -128,7 +129,7 @@ def test_does_not_import_scipy():
 
 
 def test_lem_stats_does_not_import_scipy():
-    code = ("import sys; import lem.stats as s; s.cycle_stats([1.0, 2.0, 4.0], n_resamples=99);"
+    code = ("import sys; import lem.analysis.stats as s; s.cycle_stats([1.0, 2.0, 4.0], n_resamples=99);"
             " print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

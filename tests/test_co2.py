@@ -13,8 +13,8 @@ import types
 
 import pytest
 
-from lem import co2
-from lem.co2 import METHOD, Co2Estimate, co2_estimate
+from lem.analysis import co2
+from lem.analysis.co2 import METHOD, Co2Estimate, co2_estimate
 
 KWH = 3.6e6  # J
 
@@ -142,7 +142,7 @@ def test_real_codecarbon_table_matches_its_own_emissions_model():
     from codecarbon.external.geography import GeoMetadata
     from codecarbon.input import DataSource
 
-    from lem.co2 import _codecarbon_version
+    from lem.analysis.co2 import _codecarbon_version
 
     est = co2_estimate(10 * KWH, "FRA")
     assert est.reason is None, est.reason

@@ -7,9 +7,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import lem.paths
-from lem.config import config_hash
-from lem.host import GpuInfo, HostInfo
-from lem.validate import validate
+from lem.config.schema import config_hash
+from lem.config.validate import validate
+from lem.machine.host import GpuInfo, HostInfo
 
 GROUPS = ("backend", "model", "dataset", "precision", "batching", "energy")
 PRESETS = [(group, f.stem) for group in GROUPS

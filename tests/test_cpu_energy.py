@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lem.cpu_energy import CpuEnergyMeter, discover_rapl_zones
+from lem.measure.cpu_energy import CpuEnergyMeter, discover_rapl_zones
 
 MAX_UJ = 262_143_328_850  # the common package range, ~262 kJ
 

@@ -14,7 +14,10 @@ import pytest
 from tests.test_cpu_energy import zone
 from tests.test_preflight import fake_statvfs, probe_answering, replay_h200
 
-from lem import doctor, inventory, local_config, preflight
+from lem import doctor
+from lem.checks import preflight
+from lem.config import local as local_config
+from lem.machine import inventory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +107,7 @@ def test_rapl_readable_from_a_fake_powercap_tree(capsys, monkeypatch, tmp_path):
     root = tmp_path / "powercap"
     zone(root, "intel-rapl:0", "package-0", 1_000_000)
     zone(root, "intel-rapl:0/intel-rapl:0:0", "dram", 500_000)
-    monkeypatch.setattr("lem.cpu_energy.POWERCAP_ROOT", str(root))
+    monkeypatch.setattr("lem.measure.cpu_energy.POWERCAP_ROOT", str(root))
     code, out = run_doctor(capsys, "energy.cpu=rapl")
     assert code == 0, out
     rapl_line = next(line for line in out.splitlines() if "RAPL" in line)
@@ -112,7 +115,7 @@ def test_rapl_readable_from_a_fake_powercap_tree(capsys, monkeypatch, tmp_path):
 
 
 def test_rapl_required_but_absent_fails_with_the_fix(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr("lem.cpu_energy.POWERCAP_ROOT", str(tmp_path / "absent"))
+    monkeypatch.setattr("lem.measure.cpu_energy.POWERCAP_ROOT", str(tmp_path / "absent"))
     code, out = run_doctor(capsys, "energy.cpu=rapl")
     assert code == 1 and "FAIL     rapl" in out and "modprobe intel_rapl_msr" in out
     code, out = run_doctor(capsys, "energy.cpu=auto")
@@ -204,7 +207,7 @@ def test_example_local_file_composes(compose, monkeypatch, tmp_path):
 
 
 def test_doctor_imports_no_engine_and_no_torch():
-    code = ("import sys, lem.doctor as d, lem.inventory as i\n"
+    code = ("import sys, lem.doctor as d, lem.machine.inventory as i\n"
             "i._cluster = lambda: 'not asked'\n"
             "rc = d.main([])\n"
             "heavy = [m for m in ('torch', 'transformers', 'vllm', 'tensorrt_llm') if m in sys.modules]\n"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lem import preflight
+from lem.checks import preflight
 
 pytestmark = pytest.mark.gpu
 

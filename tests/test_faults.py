@@ -181,7 +181,7 @@ def test_the_sampler_process_dies_with_a_killed_run(tmp_path):
     trace = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
     env = {**os.environ, "LEM_NVML_MODULE": "tests.fakes.replay_nvml",
            "LEM_REPLAY_TRACE": str(trace), "LEM_REPLAY_T0_NS": str(time.time_ns())}
-    code = ("import time; from lem.sampler import Sampler; s = Sampler([0], 0.05); s.start(); "
+    code = ("import time; from lem.measure.sampler import Sampler; s = Sampler([0], 0.05); s.start(); "
             "print(s._proc.pid, flush=True); time.sleep(60)")
     run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env,
                            cwd=Path(__file__).parents[1])

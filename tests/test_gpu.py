@@ -20,7 +20,7 @@ def _require_gpu():
 
 def test_nvml_meter_counts_a_matmul_burst_at_plausible_power():
     torch = _require_gpu()
-    from lem.energy import NvmlMeter
+    from lem.measure.energy import NvmlMeter
 
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     meter = NvmlMeter([0])

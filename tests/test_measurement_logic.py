@@ -4,12 +4,12 @@ cycle pooling and the validity verdicts."""
 import numpy as np
 import pytest
 
-from lem import validity as v
-from lem.attribution import attribute
-from lem.baseline import is_steady
-from lem.cycles import dynamic_j
-from lem.warmup import warm_up
-from lem.windows import GpuWindow, Window, integrate_power_j
+from lem.analysis import validity as v
+from lem.analysis.attribution import attribute
+from lem.measure.baseline import is_steady
+from lem.measure.cycles import dynamic_j
+from lem.measure.warmup import warm_up
+from lem.measure.windows import GpuWindow, Window, integrate_power_j
 
 S = 1_000_000_000  # ns per s
 
@@ -131,7 +131,7 @@ def test_forced_lengths_must_all_be_met_for_a_valid_result():
 
 
 def test_inside_slurm_the_allotted_gpus_are_measured(monkeypatch):
-    from lem.devices import scheduler_gpus
+    from lem.machine.devices import scheduler_gpus
 
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")

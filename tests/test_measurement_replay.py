@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from tests.fakes.timed_backend import TimedBackend
 
-from lem import runner
-from lem.analysis import analyse
-from lem.instruments import Instruments
-from lem.result import Result
-from lem.workload import Request
+from lem.analysis.analyse import analyse
+from lem.job import phases as runner
+from lem.measure.instruments import Instruments
+from lem.result.schema import Result
+from lem.workload.requests import Request
 
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
 
@@ -30,10 +30,10 @@ def monkeypatch_module():
 def compose_module():
     from hydra import compose, initialize_config_dir
 
-    import lem.config
+    import lem.config.schema
     import lem.paths
 
-    lem.config.register_configs()
+    lem.config.schema.register_configs()
     with initialize_config_dir(config_dir=str(lem.paths.conf_dir()), version_base="1.3"):
         yield lambda overrides: compose(config_name="config", overrides=overrides)
 

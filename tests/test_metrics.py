@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.metrics import RequestTiming, Stats, latency_stats, per_unit, stats
+from lem.analysis.metrics import RequestTiming, Stats, latency_stats, per_unit, stats
 
 
 def _timing(index: int, input_tokens: int, submit_s: float, token_times_s: list[float],
@@ -72,16 +72,16 @@ def _two_requests() -> list[RequestTiming]:
 
 
 def _cycle(index: int, timings, duration_s: float, energy_j, idle_w=None):
-    from lem.attribution import Attribution
-    from lem.cycles import cycle_figures
-    from lem.windows import Window
+    from lem.analysis.attribution import Attribution
+    from lem.measure.cycles import cycle_figures
+    from lem.measure.windows import Window
 
     window = Window(f"cycle_{index}", 0, int(duration_s * 1e9), duration_s, [], energy_j)
     return cycle_figures(index, timings, window, idle_w, Attribution(1.0, 2.0, 0.0, 0.1, 0.2), 0.0)
 
 
 def test_pooling_sums_tokens_time_and_energy_across_cycles_then_divides():
-    from lem.cycles import pooled
+    from lem.measure.cycles import pooled
 
     a, b = _two_requests(), _two_requests()
     cycles = [_cycle(0, a, 2.0, 12.0, idle_w=1.0), _cycle(1, b, 1.0, 6.0, idle_w=1.0)]
@@ -97,7 +97,7 @@ def test_pooling_sums_tokens_time_and_energy_across_cycles_then_divides():
 
 
 def test_pooling_without_energy_in_any_cycle_gives_null():
-    from lem.cycles import pooled
+    from lem.measure.cycles import pooled
 
     cycles = [_cycle(0, _two_requests(), 2.0, 12.0), _cycle(1, _two_requests(), 2.0, None)]
     fields = pooled(cycles, _two_requests())

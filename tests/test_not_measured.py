@@ -6,8 +6,8 @@ from dataclasses import fields
 from omegaconf import OmegaConf
 
 from lem.aggregate.read import group_hash
-from lem.config import PreflightConfig, config_hash
-from lem.not_measured import NOT_MEASURED_KEYS, PREFLIGHT_KEYS, not_measured_overrides
+from lem.config.not_measured import NOT_MEASURED_KEYS, PREFLIGHT_KEYS, not_measured_overrides
+from lem.config.schema import PreflightConfig, config_hash
 
 
 def _plain(cfg) -> dict:
@@ -39,10 +39,10 @@ def test_hydra_job_dir_names_leave_out_the_same_keys():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import lem.config
+    import lem.config.schema
     import lem.paths
 
-    lem.config.register_configs()
+    lem.config.schema.register_configs()
     with initialize_config_dir(config_dir=str(lem.paths.conf_dir()), version_base="1.3"):
         cfg = hydra_compose(config_name="config", return_hydra_config=True,
                             overrides=["output_root=/x", "preflight.min_shm_mb=10",

@@ -7,13 +7,13 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from lem.analysis.validity import idle_gpu_in_group
 from lem.backends.parallel import ParallelBackend
 from lem.backends.pytorch import PyTorchBackend
-from lem.host import HostInfo
+from lem.config.validate import ConfigError, validate
+from lem.machine.host import HostInfo
+from lem.measure.windows import GpuWindow, Window
 from lem.models.source import ModelSource
-from lem.validate import ConfigError, validate
-from lem.validity import idle_gpu_in_group
-from lem.windows import GpuWindow, Window
 
 FP32 = OmegaConf.create({"name": "fp32", "dtype": "float32", "quantization": None})
 
@@ -26,7 +26,7 @@ def _cfg(**options):
 
 
 def _batches():
-    from lem.workload import Request
+    from lem.workload.requests import Request
 
     return [[Request(2 * b + i, [10 + b, 11 + i, 12 + b * i, 13], 6) for i in range(2)]
             for b in range(5)]

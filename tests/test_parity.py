@@ -1,4 +1,4 @@
-"""Cross-backend token-count parity (lem.parity): grouping by config without the backend, and
+"""Cross-backend token-count parity (lem.analysis.parity): grouping by config without the backend, and
 what counts as a mismatch."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lem.parity import compare, main
+from lem.analysis.parity import compare, main
 
 
 def _result(backend: str, counts: list[int], seed: int = 0, status: str = "ok") -> dict:

@@ -15,8 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lem import devices, preflight
-from lem.host import GpuInfo, HostInfo
+from lem.checks import preflight
+from lem.machine import devices
+from lem.machine.host import GpuInfo, HostInfo
 
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
 MIB = 2**20
@@ -259,7 +260,7 @@ def test_a_failing_check_stops_the_run_before_the_model_loads(run_lem, tmp_path)
 def test_preflight_keys_do_not_change_the_config_hash(compose):
     from omegaconf import OmegaConf
 
-    from lem.config import config_hash
+    from lem.config.schema import config_hash
 
     a = OmegaConf.to_container(compose(["gpus=[]"]), resolve=True)
     b = OmegaConf.to_container(compose(["gpus=[]", "preflight.foreign_processes=refuse",
@@ -270,7 +271,7 @@ def test_preflight_keys_do_not_change_the_config_hash(compose):
 def test_probe_module_answers_json_on_this_machine():
     import subprocess
 
-    p = subprocess.run([sys.executable, "-m", "lem.cuda_probe"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "lem.machine.cuda_probe"], capture_output=True, text=True,
                        timeout=60, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     answer = json.loads(p.stdout)
     assert answer["ok"] in (True, False) and ("devices" in answer or "error" in answer)

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from lem.backends.pytorch import PyTorchBackend
 from lem.models.source import ModelSource
-from lem.workload import Request
+from lem.workload.requests import Request
 
 FP32 = OmegaConf.create({"name": "fp32", "dtype": "float32", "quantization": None})
 

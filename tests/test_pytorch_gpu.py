@@ -33,7 +33,7 @@ def _backend(**options):
 
 
 def _batch(n_out: int):
-    from lem.workload import Request
+    from lem.workload.requests import Request
 
     return [Request(i, list(range(100 + i, 164 + i)), n_out) for i in range(4)]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lem.result import (
+from lem.result.schema import (
     RESULT_FILE,
     SCHEMA_VERSION,
     Result,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.roofline import (
+from lem.analysis.roofline import (
     GPU_PEAKS,
     decode_bytes_per_step,
     decode_roofline,
@@ -173,8 +173,8 @@ def test_continuous_batching_gets_an_estimate_from_the_engines_running_count():
     (busy time only) and the step time follows from the tokens made while busy; labelled an estimate."""
     from omegaconf import OmegaConf
 
-    from lem.analysis import _roofline
-    from lem.result import Result
+    from lem.analysis.analyse import _roofline
+    from lem.result.schema import Result
 
     r = Result()
     # 2 s with 10 running, 2 s with 30 running, then idle: mean batch 20 over 4 busy seconds

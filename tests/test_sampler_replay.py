@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.energy import NvmlMeter
-from lem.sampler import COLUMNS, Sampler
+from lem.measure.energy import NvmlMeter
+from lem.measure.sampler import COLUMNS, Sampler
 
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
 
@@ -51,7 +51,7 @@ def test_nvml_meter_reads_the_counter_at_window_edges(replay, monkeypatch):
 
 
 def test_thermal_gap_waits_while_the_gpu_cools_after_a_burst(replay, monkeypatch):
-    from lem.devices import wait_for_steady_temperature
+    from lem.machine.devices import wait_for_steady_temperature
 
     # trace second 17: the matmul burst just ended, the GPU cools from 58 C for a few seconds
     monkeypatch.setenv("LEM_REPLAY_T0_NS", str(time.time_ns() - 17_000_000_000))

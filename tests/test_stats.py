@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-import lem.stats
-from lem.metrics import Stats
-from lem.stats import CycleStats, cycle_stats, pick, summarise_cycles
+import lem.analysis.stats
+from lem.analysis.metrics import Stats
+from lem.analysis.stats import CycleStats, cycle_stats, pick, summarise_cycles
 
 FAST = 999  # resamples: enough for the assertions below, fast
 
@@ -92,21 +92,21 @@ def test_two_values_use_percentile_and_say_so():
 
 
 def test_bca_not_computable_falls_back_to_percentile(monkeypatch):
-    real = lem.stats.bootstrap.mean_ci
+    real = lem.analysis.stats.bootstrap.mean_ci
 
     def mean_ci(arr, method, *args):
         if method == "BCa":
             return math.nan, math.nan
         return real(arr, method, *args)
 
-    monkeypatch.setattr(lem.stats.bootstrap, "mean_ci", mean_ci)
+    monkeypatch.setattr(lem.analysis.stats.bootstrap, "mean_ci", mean_ci)
     s = cycle_stats([1.0, 2.0, 4.0, 8.0], n_resamples=FAST)
     assert s.ci95_low < s.mean < s.ci95_high
     assert "percentile" in s.method and "BCa not computable" in s.method
 
 
 def test_no_finite_ci_at_all_is_none_with_a_reason(monkeypatch):
-    monkeypatch.setattr(lem.stats.bootstrap, "mean_ci", lambda *args: (math.nan, 1.0))
+    monkeypatch.setattr(lem.analysis.stats.bootstrap, "mean_ci", lambda *args: (math.nan, 1.0))
     s = cycle_stats([1.0, 2.0, 4.0], n_resamples=FAST)
     assert (s.ci95_low, s.ci95_high) == (None, None)
     assert s.std is not None and "not computable" in s.method
@@ -119,7 +119,8 @@ def test_ci_is_scipy_bootstrap_with_the_seed_and_says_how():
     ref = sps.bootstrap((np.array(values),), np.mean, n_resamples=FAST, method="BCa", rng=5)
     assert s.ci95_low == pytest.approx(ref.confidence_interval.low, rel=1e-10)
     assert s.ci95_high == pytest.approx(ref.confidence_interval.high, rel=1e-10)
-    assert s.method == ("bootstrap BCa, 999 resamples, seed 5 (lem.bootstrap, scipy.stats.bootstrap's draws "
+    assert s.method == ("bootstrap BCa, 999 resamples, seed 5 (lem.analysis.bootstrap, "
+                        "scipy.stats.bootstrap's draws "
                         "and formulas), 95% CI of the mean")
 
 

@@ -15,7 +15,7 @@ from hydra._internal.core_plugins import basic_sweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import hydra_plugins.lem_sweeper.lem_sweeper as plugin
-import lem.config
+import lem.config.schema
 import lem.paths
 
 # Classes are looked up on the modules at call time: Hydra's plugin scan (run by every compose)
@@ -45,7 +45,7 @@ def is_optuna(name: str) -> bool:
 
 
 def compose_hydra(overrides: list[str]):
-    lem.config.register_configs()
+    lem.config.schema.register_configs()
     with initialize_config_dir(config_dir=str(lem.paths.conf_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
@@ -130,7 +130,7 @@ def test_repeats_are_interleaved_across_configurations():
 
 def test_repeats_have_their_own_config_hash(compose):
     """`resume` skips a point whose config hash already has an ok result: repeats must differ."""
-    hashes = {lem.config.config_hash(compose([f"++repeat={r}"])) for r in range(3)}
+    hashes = {lem.config.schema.config_hash(compose([f"++repeat={r}"])) for r in range(3)}
     assert len(hashes) == 3
 
 

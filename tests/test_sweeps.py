@@ -118,7 +118,7 @@ def test_a_killed_measuring_process_still_leaves_a_failed_result(tmp_path, lem_c
 def test_objective_is_the_metric_or_the_penalty_beyond_the_latency_bound():
     from omegaconf import OmegaConf
 
-    from lem.task import objective
+    from lem.job.point import objective
 
     result = {"summary": {"j_per_output_token": 0.5, "ttft_s": {"p99": 0.2}}}
     cfg = OmegaConf.create({"objective": {"metric": "j_per_output_token", "max_ttft_p99_s": None,

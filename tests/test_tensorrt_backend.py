@@ -18,7 +18,7 @@ from tests.fakes.trt_standin import standin
 from lem.backends import tensorrt_engine as engines
 from lem.backends.tensorrt import TensorRTBackend, sampling_kwargs
 from lem.models.source import ModelSource
-from lem.workload import Request
+from lem.workload.requests import Request
 
 ARCH = ["NVIDIA H200 sm_90"]
 

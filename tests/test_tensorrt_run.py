@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from tests.fakes.trt_standin import FAKES, standin
 
-from lem import runner
 from lem.backends import tensorrt_engine as engines
 from lem.backends.tensorrt import TensorRTBackend
-from lem.host import GpuInfo, HostInfo
+from lem.config.validate import ConfigError, validate
+from lem.job import phases as runner
+from lem.machine.host import GpuInfo, HostInfo
 from lem.models.source import ModelSource
-from lem.result import Result
-from lem.validate import ConfigError, validate
+from lem.result.schema import Result
 
 ROOT = Path(__file__).parent.parent
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
@@ -72,7 +72,7 @@ def trt(monkeypatch, tmp_path):
 
 
 def _load_like_the_runner(compose, tmp_path, source):
-    from lem.instruments import Instruments
+    from lem.measure.instruments import Instruments
 
     cfg = _cfg(compose, "backend.workflow=engine", f"cache_dir={tmp_path}", "energy.sample_period_s=0",
                "energy.cpu=none")
@@ -174,7 +174,7 @@ def test_cli_validates_a_tensorrt_run_with_the_stand_in_on_a_replayed_h200(run_l
 
 # -- pre-flight: TensorRT-LLM imports, and is a 1.x release ------------------------------------------
 def test_preflight_imports_tensorrt_llm_in_a_child_process(monkeypatch):
-    from lem import preflight_tensorrt as pt
+    from lem.checks import preflight_tensorrt as pt
 
     assert pt.check_tensorrt_import("vllm").verdict == "skipped"
     monkeypatch.setenv("PYTHONPATH", str(FAKES))  # the child imports the stand-in
@@ -189,14 +189,14 @@ def test_preflight_imports_tensorrt_llm_in_a_child_process(monkeypatch):
 
 
 def test_preflight_refuses_tensorrt_llm_older_than_the_1x_api():
-    from lem.preflight_tensorrt import version_check
+    from lem.checks.preflight_tensorrt import version_check
 
     assert version_check("0.21.0").verdict == "fail"
     assert version_check("1.0.0rc4").verdict == "pass" and version_check("1.4.0rc4").verdict == "pass"
 
 
 def test_the_printed_summary_shows_the_engine_build_or_the_cache_hit():
-    from lem.console import summary_table
+    from lem.result.console import summary_table
 
     r = Result().to_dict()
     r.update(status="ok", config={"backend": {"name": "tensorrt"}, "model": {"name": "m"},

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from lem.host import GpuInfo, HostInfo
-from lem.validate import ConfigError, resolve_gpus, validate
+from lem.config.validate import ConfigError, resolve_gpus, validate
+from lem.machine.host import GpuInfo, HostInfo
 
 
 def _host(*capabilities, **packages) -> HostInfo:

@@ -9,15 +9,15 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from lem.arrivals import arrival_offsets_s
+from lem.analysis.metrics import RequestTiming
+from lem.analysis.serving import goodput, steady_span, steady_state
 from lem.backends.base import BatchRecord
 from lem.backends.vllm import TokenStream, engine_kwargs, monotonic_to_perf_counter, sampling_kwargs
-from lem.host import HostInfo
-from lem.metrics import RequestTiming
+from lem.config.validate import ConfigError, validate
+from lem.machine.host import HostInfo
 from lem.models.source import ModelSource
-from lem.serving import goodput, steady_span, steady_state
-from lem.validate import ConfigError, validate
-from lem.workload import Request, make_batches
+from lem.workload.arrivals import arrival_offsets_s
+from lem.workload.requests import Request, make_batches
 
 CPU_HOST = HostInfo(nvml_error="NVML unavailable (test)", packages={"vllm": True})
 

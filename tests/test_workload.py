@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lem.models.tiny import build_tokenizer
-from lem.workload import (
+from lem.workload.requests import (
     SAMPLE_PROMPTS,
     Request,
     WorkloadError,

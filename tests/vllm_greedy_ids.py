@@ -19,7 +19,7 @@ def main(checkpoint: str) -> None:
 
     from lem.backends.vllm import VLLMBackend
     from lem.models.source import ModelSource
-    from lem.workload import Request
+    from lem.workload.requests import Request
 
     cfg = OmegaConf.load("conf/backend/vllm.yaml")
     cfg.pop("defaults")

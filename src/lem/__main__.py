@@ -11,7 +11,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from lem.config import register_configs
+from lem.config.schema import register_configs
 from lem.paths import conf_dir
 
 register_configs()
@@ -19,8 +19,8 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
-    """One sweep point (or a single run); returns the objective for sweepers (see lem.task)."""
-    from lem.task import run_point
+    """One sweep point (or a single run); returns the objective for sweepers (see lem.job.point)."""
+    from lem.job.point import run_point
 
     return run_point(cfg)
 
@@ -34,13 +34,13 @@ def _multirun_flag_first(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = _multirun_flag_first(sys.argv)
-    from lem.cli_errors import guarded
-    from lem.interrupts import stoppable
+    from lem.config.cli_errors import guarded
+    from lem.job.interrupts import stoppable
 
     # Hydra's own errors (composition, job dirs) as lem's messages, exit 2; SIGINT/SIGTERM stop
     # the run or sweep after the current point: summary, exit 130/143
     stoppable(lambda: guarded(main))
-    from lem.callbacks import STATE
+    from lem.job.callbacks import STATE
 
     if STATE["failed"]:  # a sweep with failed or interrupted points
         sys.exit(1)

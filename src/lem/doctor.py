@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from lem import inventory, local_config, preflight
-from lem.preflight import Check
+from lem.checks import preflight
+from lem.checks.preflight import Check
+from lem.config import local as local_config
+from lem.machine import inventory
 
 USAGE = """usage: python -m lem.doctor [--import] [OVERRIDE ...]
 
@@ -49,8 +51,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def examine(cfg, overrides: list[str], deep: bool) -> int:
     """Print the machine and the run's needs; 1 when one of them fails."""
-    from lem.host import probe_host
-    from lem.validate import resolve_gpus
+    from lem.config.validate import resolve_gpus
+    from lem.machine.host import probe_host
 
     host = probe_host()
     cfg.gpus = resolve_gpus(cfg.gpus, host)
@@ -71,7 +73,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from lem.config import register_configs
+    from lem.config.schema import register_configs
     from lem.paths import conf_dir
 
     register_configs()
@@ -98,7 +100,7 @@ def local_row(cfg) -> inventory.Row:
 
 
 def needs(cfg, host, nvml: inventory.NvmlState) -> list[Check]:
-    from lem.validate import ConfigError, validate
+    from lem.config.validate import ConfigError, validate
 
     try:
         validate(cfg, host)
@@ -118,7 +120,7 @@ def energy_checks(cfg, nvml: inventory.NvmlState) -> list[Check]:
                 checks.append(Check("energy_counter", "warn", f"GPU {g.index} has no NVML energy "
                                     f"counter (MIG {'on' if g.mig else 'off'}): energy will be null",
                                     "disable MIG on the measured GPUs, or accept power-only readings"))
-    return checks  # energy.cpu=rapl is checked by pre-flight (lem.preflight.check_rapl)
+    return checks  # energy.cpu=rapl is checked by pre-flight (lem.checks.preflight.check_rapl)
 
 
 def launcher_checks(cfg) -> list[Check]:

@@ -3,7 +3,7 @@
 Late aggregation: a group's J per output token is its total energy over its total output tokens
 and its tokens/s total output tokens over total measured time; its latency percentiles come from
 the pooled raw per-request values of all its runs, never from averages of per-run percentiles.
-The CIs are bootstrap CIs of the mean of the per-run values (lem.stats.cycle_stats); a group of
+The CIs are bootstrap CIs of the mean of the per-run values (lem.analysis.stats.cycle_stats); a group of
 one run has no run-to-run spread, so its CI is the one across that run's cycles (`ci_unit`).
 Runs of different environments (GPU, driver, power limit, engine, lem version) never share a group.
 """
@@ -17,13 +17,13 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-import lem.stats as lem_stats
+import lem.analysis.stats as lem_stats
 from lem.aggregate.read import LATENCIES
 from lem.aggregate.shape import RATIOS, STAT_KEYS  # beside the checks that every run has numbers there
 from lem.aggregate.table import LABELS, Study
-from lem.bootstrap import mean_ci
-from lem.metrics import PERCENTILES, Stats
-from lem.stats import CycleStats, cycle_stats
+from lem.analysis.bootstrap import mean_ci
+from lem.analysis.metrics import PERCENTILES, Stats
+from lem.analysis.stats import CycleStats, cycle_stats
 
 ENV = ("env.gpu", "env.driver", "env.power_limit_w", "env.engine", "env.lem_version")
 CHUNK = 500  # groups per vectorised bootstrap call (bounds memory: CHUNK x resamples x runs)
@@ -86,7 +86,7 @@ def pooled_ratio(num: np.ndarray, den: np.ndarray) -> Optional[float]:
 
 def bootstrap_all(values: list[list], n_resamples: int) -> list[CycleStats]:
     """cycle_stats of each list. Lists of one length with no missing and not all-equal values go
-    through one vectorised lem.bootstrap.mean_ci call (the same BCa method, resamples and seed as
+    through one vectorised lem.analysis.bootstrap.mean_ci call (the same BCa method, resamples and seed as
     cycle_stats, so the same resample indices and CIs); any non-finite bound falls back to cycle_stats
     (which then tries percentile)."""
     out: list[Optional[CycleStats]] = [None] * len(values)
@@ -104,7 +104,8 @@ def bootstrap_all(values: list[list], n_resamples: int) -> list[CycleStats]:
 
 
 def _vectorised(arr: np.ndarray, n_resamples: int) -> list[Optional[CycleStats]]:
-    """One bootstrap over rows of `arr` (groups x runs), as lem.stats.bootstrap_mean_ci does per row."""
+    """One bootstrap over rows of `arr` (groups x runs), as lem.analysis.stats.bootstrap_mean_ci
+    does per row."""
     low, high = mean_ci(arr, "BCa", n_resamples, 0, lem_stats.CONFIDENCE_LEVEL)
     mean, std = arr.mean(axis=1), arr.std(axis=1, ddof=1)
     method = lem_stats.ci_method_text("BCa", n_resamples, 0)
@@ -133,7 +134,7 @@ def pooled_latencies(values: dict[str, np.ndarray]) -> dict[str, Stats]:
 
 
 def _stats(values: np.ndarray) -> Stats:
-    """lem.metrics.stats on an array (the same percentiles, without the list round trip)."""
+    """lem.analysis.metrics.stats on an array (the same percentiles, without the list round trip)."""
     if not len(values):
         return Stats()
     p = np.percentile(values, PERCENTILES)

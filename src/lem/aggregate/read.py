@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lem.aggregate.shape import wrong_type
-from lem.not_measured import NOT_MEASURED_KEYS
+from lem.config.not_measured import NOT_MEASURED_KEYS
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
     import orjson
@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json still wor
 
 RESULT_FILE = "result.json"
 FINISHED = ("ok", "failed", "skipped", "interrupted")
-# keys that change nothing measured (as lem.config's hash) plus `repeat`, the repeat index
+# keys that change nothing measured (as lem.config.schema's hash) plus `repeat`, the repeat index
 IGNORED_KEYS = NOT_MEASURED_KEYS + ("hydra",)
 GROUP_IGNORED = IGNORED_KEYS + ("repeat",)
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s", "itl_s")

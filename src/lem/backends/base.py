@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from lem.models.source import ModelSource
-from lem.workload import Request
+from lem.workload.requests import Request
 
 
 @dataclass

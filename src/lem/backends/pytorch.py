@@ -20,7 +20,7 @@ from typing import Any
 
 from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
 from lem.models.source import ModelSource
-from lem.workload import Request
+from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
 

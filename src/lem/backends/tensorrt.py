@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from lem.arrivals import arrival_offsets_s
 from lem.backends import tensorrt_engine as engines
 from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
 from lem.models.source import ModelSource
-from lem.workload import Request
+from lem.workload.arrivals import arrival_offsets_s
+from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2}

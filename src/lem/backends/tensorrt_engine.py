@@ -41,7 +41,7 @@ def engine_root(cache_dir: str) -> Path:
 
 def gpu_arch(gpus: list[int]) -> list[str]:
     """Name and compute capability of each GPU of the run, read through NVML (no CUDA context)."""
-    from lem.host import probe_host
+    from lem.machine.host import probe_host
 
     found = {g.index: g for g in probe_host().gpus}
     return [f"{found[i].name} sm_{found[i].compute_capability[0]}{found[i].compute_capability[1]}"

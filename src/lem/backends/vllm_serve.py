@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import time
 
-from lem.arrivals import arrival_offsets_s
-from lem.workload import Request
+from lem.workload.arrivals import arrival_offsets_s
+from lem.workload.requests import Request
 
 
 class Server:

@@ -1,0 +1,1 @@
+"""After the cycles: statistics, attribution, roofline, serving metrics, validity."""

@@ -1,0 +1,1 @@
+"""Pre-flight checks of the machine before a run loads anything."""

@@ -1,0 +1,48 @@
+"""Pre-flight for backend=tensorrt: TensorRT-LLM really imports here, and is a release whose API
+lem's adapter was written for. (The GPUs' compute capability is preflight.check_tensorrt_arch.)
+
+Validation only sees that a `tensorrt_llm` package is installed; importing it loads its C++
+bindings, TensorRT, MPI and CUDA libraries, which is where broken installs fail. The import runs in
+a child process with a timeout, so a hang or crash is reported with its fix instead of taking the
+run down after the instruments have started.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+from lem.checks.preflight import Check
+
+IMPORT_TIMEOUT_S = 180.0  # importing TensorRT-LLM takes tens of seconds on a cold file cache
+# seam: tests point it at another interpreter environment
+IMPORT_PROBE = [sys.executable, "-c",
+                "import json, tensorrt_llm, tensorrt_llm.llmapi; "
+                "print(json.dumps({'version': tensorrt_llm.__version__}))"]
+MIN_VERSION = (1, 0)  # 1.x: tensorrt_llm.LLM is the PyTorch workflow, _tensorrt_engine.LLM the engine one
+FIX = ("use lem's tensorrt container (docker compose run --rm tensorrt python -m lem ...), or "
+       "reinstall: pip install 'lem[tensorrt]' (TensorRT-LLM >= 1.0, NVIDIA's wheels; see README)")
+
+
+def check_tensorrt_import(backend: str, timeout_s: float = IMPORT_TIMEOUT_S) -> Check:
+    if backend != "tensorrt":
+        return Check("tensorrt_import", "skipped", "not a tensorrt run")
+    try:
+        p = subprocess.run(IMPORT_PROBE, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return Check("tensorrt_import", "fail", f"importing tensorrt_llm did not finish within "
+                     f"{timeout_s:g} s (hung)", FIX)
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        return Check("tensorrt_import", "fail", f"tensorrt_llm does not import: {last[-300:]}", FIX)
+    return version_check(json.loads(p.stdout.strip().splitlines()[-1])["version"])
+
+
+def version_check(version: str) -> Check:
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None or (int(found.group(1)), int(found.group(2))) < MIN_VERSION:
+        return Check("tensorrt_import", "fail", f"TensorRT-LLM {version} predates the 1.x LLM API "
+                     f"lem's backend is written for (its workflows live elsewhere)", FIX)
+    return Check("tensorrt_import", "pass", f"tensorrt_llm {version} imports")

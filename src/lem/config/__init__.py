@@ -1,0 +1,1 @@
+"""Configuration: schemas, composition helpers, validation of a composed config."""

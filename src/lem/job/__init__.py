@@ -1,0 +1,1 @@
+"""One Hydra job: the point, its isolated child process, the order of phases, sweep control."""

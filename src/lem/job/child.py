@@ -1,0 +1,176 @@
+"""One sweep point in its own spawned process.
+
+Engines do not reliably release GPU memory in-process, and Hydra's basic launcher runs a whole
+sweep in one interpreter: so the measured run happens in a fresh child, and the parent (which
+never imports torch) makes sure a result exists however the child ends. SIGTERM/SIGINT (SLURM
+preemption, Ctrl-C) are forwarded to the child, which records `status: interrupted`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lem.job import sweep_lock
+from lem.job.lifetime import die_with_parent
+from lem.result.schema import RESULT_FILE, ErrorInfo, Result, load_result, write_result
+
+log = logging.getLogger(__name__)
+GRACE_S = 60.0  # after forwarding a signal, how long the child may take to write its result
+
+
+class Interrupted(Exception):
+    """The job was interrupted (SIGINT/SIGTERM); its result says so. lem.job.point stops the sweep."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
+                 job_gap: Any = None) -> dict[str, Any]:
+    """Run `config` in a spawned child; return the result it (or, if it died, this process) wrote."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    ctx = mp.get_context("spawn")
+    cause_in, cause_out = ctx.Pipe(duplex=False)  # the child's failure, even where the disk is full
+    child = ctx.Process(target=_child_main, name="lem-job",
+                        args=(config, overrides, str(out_dir), job_gap, sweep_lock.for_child(), cause_out))
+    child.start()
+    cause_out.close()
+    sweep_lock.note_measuring(child.pid)
+    received: list[int] = []
+    previous = _forward_signals(child, received)
+    try:
+        _wait(child, received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    cause = _cause(cause_in)
+    result = _result_of(child, config, overrides, out_dir, started, received, cause)
+    if received or result["status"] == "interrupted":
+        signum = received[0] if received else _signal_of(child.exitcode)
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; result: {out_dir / RESULT_FILE}",
+                          signum)
+    return result
+
+
+def _cause(conn) -> str | None:
+    """What the child sent before it exited (its error), or None: a closed pipe reads as EOF."""
+    try:
+        return conn.recv() if conn.poll() else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        conn.close()
+
+
+def _signal_of(exitcode) -> int:
+    """The signal that interrupted a child which alone received one (it exits 128 + signal)."""
+    code = (exitcode or 0) - 128
+    return code if code in (signal.SIGINT, signal.SIGTERM) else signal.SIGINT
+
+
+def _forward_signals(child, received: list[int]) -> dict:
+    def forward(signum, frame):
+        received.append(signum)
+        if child.is_alive() and child.pid:
+            import os
+
+            os.kill(child.pid, signal.SIGTERM)
+
+    return {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _wait(child, received: list[int]) -> None:
+    deadline = None
+    while child.is_alive():
+        child.join(0.2)
+        if received and deadline is None:
+            deadline = time.monotonic() + GRACE_S
+        if deadline is not None and time.monotonic() > deadline:
+            log.error("job did not stop %.0f s after the signal; killing it", GRACE_S)
+            child.kill()
+            child.join(5)
+
+
+def _result_of(child, config, overrides, out_dir: Path, started: float, received, cause=None) -> dict:
+    """The child's result if it wrote one for this run; else a failed/interrupted one written here,
+    naming the child's own error (`cause`, e.g. ENOSPC while writing its result) where it sent one."""
+    path = out_dir / RESULT_FILE
+    if path.is_file() and path.stat().st_mtime >= started:
+        result = load_result(path)
+        if result.get("status") != "running":
+            return result
+    code = child.exitcode
+    status = "interrupted" if received else "failed"
+    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    hint = " (SIGKILL: killed by the OOM killer or the scheduler?)" if code == -signal.SIGKILL else ""
+    said = f": {cause}" if cause else ""
+    result = Result(status=status, overrides=list(overrides), config=config,
+                    error=ErrorInfo("ChildProcessDied", f"the measuring process ended with {why}"
+                                    f"{hint} before writing its result{said}", ""))
+    from lem.config.schema import config_hash
+
+    result.config_hash = config_hash(config)
+    result.null_reasons["summary"] = "the measuring process died: nothing it measured survived"
+    try:
+        write_result(result, out_dir)
+    except OSError as exc:  # e.g. the disk is still full: the console is all that is left
+        print(f"lem: cannot write {path} ({exc.strerror}); the run: {result.error.message}",
+              file=sys.stderr, flush=True)
+        return result.to_dict()
+    return load_result(path)
+
+
+def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None,
+                sweep_lock_fd=None, cause=None) -> None:
+    """Entry of the spawned process: log to the job's log file, run, exit non-zero on failure.
+
+    `sweep_lock_fd` only needs to stay open: this process holds the sweep directory's lock too."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from lem.job.phases import run
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_interrupt)
+    try:
+        _child_logging(Path(out_dir))  # inside: a full disk fails here too, and the parent hears why
+        die_with_parent()
+        run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap)
+    except KeyboardInterrupt:
+        sys.exit(128 + _INTERRUPTED.get("signum", signal.SIGINT))
+    except Exception as exc:
+        log.exception("run failed")
+        if cause is not None:  # the parent names it in the result it writes (or on the console)
+            cause.send(f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+
+
+_INTERRUPTED: dict[str, int] = {}
+
+
+def _raise_interrupt(signum, frame):
+    # Ctrl-C reaches this process twice: SIGINT from the terminal (the whole process group) and
+    # the SIGTERM the parent forwards. A second KeyboardInterrupt would land in the handling of
+    # the first and cut short the writing of the result: so the first one is the only one.
+    if _INTERRUPTED:
+        return
+    _INTERRUPTED["signum"] = signum
+    raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+
+
+def _child_logging(out_dir: Path) -> None:
+    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    handler = logging.FileHandler(out_dir / "lem.log")
+    handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)

@@ -1,0 +1,1 @@
+"""The machine: GPUs through NVML, host facts, CUDA probes, provenance."""

@@ -1,0 +1,68 @@
+"""What this machine offers, read cheaply (NVML and import specs; never torch or an engine).
+
+Validation takes a `HostInfo` so it stays a pure function that tests can feed any machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Optional
+
+from lem.machine.nvml import text as nvml_text
+
+# Optional libraries a configuration may need; probed by import spec, not imported.
+OPTIONAL_PACKAGES = ("bitsandbytes", "datasets", "flash_attn", "vllm", "tensorrt_llm", "codecarbon")
+
+
+@dataclass
+class GpuInfo:
+    index: int  # physical index, as NVML and nvidia-smi number it
+    name: str
+    uuid: str
+    compute_capability: tuple[int, int]
+    memory_total_mb: float
+
+
+@dataclass
+class HostInfo:
+    gpus: list[GpuInfo] = field(default_factory=list)
+    nvml_error: Optional[str] = None  # why NVML could not be used, when it could not
+    packages: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+
+def probe_host() -> HostInfo:
+    packages = {name: importlib.util.find_spec(name) is not None for name in OPTIONAL_PACKAGES}
+    gpus, error = _probe_gpus()
+    return HostInfo(gpus=gpus, nvml_error=error, packages=packages)
+
+
+def _probe_gpus() -> tuple[list[GpuInfo], Optional[str]]:
+    try:
+        from lem.machine import nvml as nvml_seam
+
+        pynvml = nvml_seam.load()
+        pynvml.nvmlInit()
+    except Exception as exc:  # no driver, no library: a CPU machine
+        return [], f"NVML unavailable ({type(exc).__name__}: {exc})"
+    try:
+        return [_gpu_info(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())], None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _gpu_info(pynvml, index: int) -> GpuInfo:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+    return GpuInfo(
+        index=index,
+        name=nvml_text(pynvml.nvmlDeviceGetName(handle)),
+        uuid=nvml_text(pynvml.nvmlDeviceGetUUID(handle)),
+        compute_capability=(major, minor),
+        memory_total_mb=pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20,
+    )
+

@@ -1,0 +1,1 @@
+"""Measuring: energy meters, the sampler process, windows, baseline, warmup, cycles."""

@@ -1,0 +1,1 @@
+"""The result schema (result.json) and its console summary."""

@@ -1,0 +1,1 @@
+"""The requests a run sends: datasets, exact lengths, arrival schedules."""
