@@ -34,7 +34,7 @@ from scipy.stats import (
 )
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lem.backends.pytorch import _fill_random, _no_init_weights
+from lem.backends.pytorch.backend import _fill_random, _no_init_weights
 from lem.measure.energy import NvmlMeter
 from lem.measure.sampler import Sampler
 

@@ -30,7 +30,7 @@ def main() -> None:
     t = mark("cuda_context_s", t)
     from transformers import AutoConfig, AutoModelForCausalLM, TextStreamer  # noqa: F401
 
-    from lem.backends.pytorch import _fill_random, _no_init_weights
+    from lem.backends.pytorch.backend import _fill_random, _no_init_weights
     t = mark("import_transformers_and_lem_s", t)
     config = AutoConfig.for_model(model_type="llama", hidden_size=4096, intermediate_size=14336,
                                   num_hidden_layers=32, num_attention_heads=32,

@@ -39,7 +39,7 @@ CONFIGS = {  # name -> the PyTorch backend keys it sets
 def build_backend(model: str, gpus: list[int]):
     from omegaconf import OmegaConf
 
-    from lem.backends.pytorch import PyTorchBackend
+    from lem.backends.pytorch.backend import PyTorchBackend
     from lem.models.source import ModelSource
 
     arch = OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/model/{model}.yaml")["config"])

@@ -31,9 +31,9 @@ def build(cache: str):
     from omegaconf import OmegaConf
     from vllm import LLM
 
-    from lem.backends.vllm import VLLMBackend, engine_kwargs
-    from lem.backends.vllm_setup import config_only_dir
-    from lem.backends.vllm_state import EngineStateLog
+    from lem.backends.vllm.backend import VLLMBackend, engine_kwargs
+    from lem.backends.vllm.setup import config_only_dir
+    from lem.backends.vllm.state import EngineStateLog
     from lem.models.source import ModelSource
 
     arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/llama3-8b-random.yaml")["config"])

@@ -64,8 +64,8 @@ def paired(rounds: int, cache: str) -> None:
     from omegaconf import OmegaConf
     from vllm import LLM, SamplingParams
 
-    from lem.backends.vllm import VLLMBackend
-    from lem.backends.vllm_state import EngineStateLog
+    from lem.backends.vllm.backend import VLLMBackend
+    from lem.backends.vllm.state import EngineStateLog
 
     path, batches = _tiny_workload(cache)
     llm = LLM(model=str(path), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,

@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from lem.analysis.validity import idle_gpu_in_group
-from lem.backends.parallel import ParallelBackend
-from lem.backends.pytorch import PyTorchBackend
+from lem.backends.pytorch.backend import PyTorchBackend
+from lem.backends.pytorch.parallel import ParallelBackend
 from lem.config.validate import ConfigError, validate
 from lem.machine.host import HostInfo
 from lem.measure.windows import GpuWindow, Window

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from lem.backends.tensorrt import preflight as trt_preflight
 from lem.checks import preflight
 from lem.machine import devices
 from lem.machine.host import GpuInfo, HostInfo
@@ -167,16 +168,16 @@ def host_with(*ccs) -> HostInfo:
 
 
 def test_tensorrt_refuses_gpus_older_than_ampere():
-    c = preflight.check_tensorrt_arch("tensorrt", [0, 1], host_with((9, 0), (7, 5)))
+    c = trt_preflight.check_tensorrt_arch("tensorrt", [0, 1], host_with((9, 0), (7, 5)))
     assert c.verdict == "fail" and "{1: (7, 5)}" in c.detail and "backend=vllm" in c.fix
 
 
 def test_tensorrt_warns_on_unlisted_and_passes_hopper():
-    assert preflight.check_tensorrt_arch("tensorrt", [0], host_with((8, 6))).verdict == "warn"
-    assert preflight.check_tensorrt_arch("tensorrt", [0], host_with((9, 0))).verdict == "pass"
+    assert trt_preflight.check_tensorrt_arch("tensorrt", [0], host_with((8, 6))).verdict == "warn"
+    assert trt_preflight.check_tensorrt_arch("tensorrt", [0], host_with((9, 0))).verdict == "pass"
     # only the run's GPUs count, and other backends are not TensorRT-LLM's business
-    assert preflight.check_tensorrt_arch("tensorrt", [0], host_with((9, 0), (6, 0))).verdict == "pass"
-    assert preflight.check_tensorrt_arch("vllm", [0], host_with((7, 0))).verdict == "skipped"
+    assert trt_preflight.check_tensorrt_arch("tensorrt", [0], host_with((9, 0), (6, 0))).verdict == "pass"
+    assert trt_preflight.check_tensorrt_arch("vllm", [0], host_with((7, 0))).verdict == "skipped"
 
 
 def test_a_backend_in_another_engines_container_is_routed_to_its_own(monkeypatch):

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from lem.backends.pytorch import PyTorchBackend
+from lem.backends.pytorch.backend import PyTorchBackend
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 

@@ -20,7 +20,7 @@ def _backend(**options):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
-    from lem.backends.pytorch import PyTorchBackend
+    from lem.backends.pytorch.backend import PyTorchBackend
     from lem.models.source import ModelSource
 
     cfg = OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from tests.fakes.trt_standin import standin
 
-from lem.backends import tensorrt_engine as engines
-from lem.backends.tensorrt import TensorRTBackend, sampling_kwargs
+from lem.backends.tensorrt import engine as engines
+from lem.backends.tensorrt.backend import TensorRTBackend, sampling_kwargs
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 

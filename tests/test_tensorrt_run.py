@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from tests.fakes.trt_standin import FAKES, standin
 
-from lem.backends import tensorrt_engine as engines
-from lem.backends.tensorrt import TensorRTBackend
+from lem.backends.tensorrt import engine as engines
+from lem.backends.tensorrt.backend import TensorRTBackend
 from lem.config.validate import ConfigError, validate
 from lem.job import phases as runner
 from lem.machine.host import GpuInfo, HostInfo
@@ -174,7 +174,7 @@ def test_cli_validates_a_tensorrt_run_with_the_stand_in_on_a_replayed_h200(run_l
 
 # -- pre-flight: TensorRT-LLM imports, and is a 1.x release ------------------------------------------
 def test_preflight_imports_tensorrt_llm_in_a_child_process(monkeypatch):
-    from lem.checks import preflight_tensorrt as pt
+    from lem.backends.tensorrt import preflight as pt
 
     assert pt.check_tensorrt_import("vllm").verdict == "skipped"
     monkeypatch.setenv("PYTHONPATH", str(FAKES))  # the child imports the stand-in
@@ -189,7 +189,7 @@ def test_preflight_imports_tensorrt_llm_in_a_child_process(monkeypatch):
 
 
 def test_preflight_refuses_tensorrt_llm_older_than_the_1x_api():
-    from lem.checks.preflight_tensorrt import version_check
+    from lem.backends.tensorrt.preflight import version_check
 
     assert version_check("0.21.0").verdict == "fail"
     assert version_check("1.0.0rc4").verdict == "pass" and version_check("1.4.0rc4").verdict == "pass"

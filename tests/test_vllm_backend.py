@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from lem.analysis.metrics import RequestTiming
 from lem.analysis.serving import goodput, steady_span, steady_state
 from lem.backends.base import BatchRecord
-from lem.backends.vllm import TokenStream, engine_kwargs, monotonic_to_perf_counter, sampling_kwargs
+from lem.backends.vllm.backend import TokenStream, engine_kwargs, monotonic_to_perf_counter, sampling_kwargs
 from lem.config.validate import ConfigError, validate
 from lem.machine.host import HostInfo
 from lem.models.source import ModelSource
@@ -52,7 +52,7 @@ def test_precision_maps_to_vllm_quantization_and_random_models_to_dummy_weights(
     kw = engine_kwargs(cfg.backend, ModelSource("r", "random", config={}), cfg.precision, [], "/cfg")
     assert kw["quantization"] == "fp8" and kw["tensor_parallel_size"] == 1
     assert kw["load_format"] == "dummy" and kw["skip_tokenizer_init"] is True
-    assert kw["worker_extension_cls"] == "lem.backends.vllm_worker.LemWorkerExtension"
+    assert kw["worker_extension_cls"] == "lem.backends.vllm.worker.LemWorkerExtension"
 
 
 def test_int8_is_w8a8_through_compressed_tensors_with_weights_drawn_by_vllm(compose):
@@ -66,7 +66,7 @@ def test_int8_is_w8a8_through_compressed_tensors_with_weights_drawn_by_vllm(comp
 def test_config_only_dir_carries_the_w8a8_config_and_a_key_of_its_own(tmp_path):
     import json
 
-    from lem.backends.vllm_setup import W8A8_INT8, config_only_dir
+    from lem.backends.vllm.setup import W8A8_INT8, config_only_dir
 
     src = ModelSource("r", "random", config={"model_type": "llama", "hidden_size": 64,
                                              "num_hidden_layers": 1, "vocab_size": 100})
@@ -78,7 +78,7 @@ def test_config_only_dir_carries_the_w8a8_config_and_a_key_of_its_own(tmp_path):
 
 
 def test_engine_environment_spawns_on_gpus_and_drops_a_missing_flashinfer(monkeypatch, tmp_path):
-    from lem.backends import vllm_setup
+    from lem.backends.vllm import setup as vllm_setup
 
     monkeypatch.setattr(vllm_setup, "has_flashinfer", lambda: False)
     gpu = vllm_setup.engine_environment(tmp_path, on_gpu=True, in_process=False)

@@ -102,7 +102,7 @@ def test_vllm_and_pytorch_produce_identical_greedy_tokens_in_float32(tiny_dir):
     import torch
     from tests.vllm_greedy_ids import OUTPUT_LEN, PROMPTS
 
-    from lem.backends.pytorch import PyTorchBackend
+    from lem.backends.pytorch.backend import PyTorchBackend
     from lem.models.source import ModelSource
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -17,7 +17,7 @@ PROMPTS = [_rng.integers(4, 500, size=n).tolist() for n in (5, 9, 13, 17, 21, 27
 def main(checkpoint: str) -> None:
     from omegaconf import OmegaConf
 
-    from lem.backends.vllm import VLLMBackend
+    from lem.backends.vllm.backend import VLLMBackend
     from lem.models.source import ModelSource
     from lem.workload.requests import Request
 

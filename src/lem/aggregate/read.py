@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lem.aggregate.shape import wrong_type
+from lem.backends.registry import SPECS
 from lem.config.not_measured import NOT_MEASURED_KEYS
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
@@ -41,7 +42,7 @@ IGNORED_KEYS = NOT_MEASURED_KEYS + ("hydra",)
 GROUP_IGNORED = IGNORED_KEYS + ("repeat",)
 LATENCIES = ("ttft_s", "tpot_s", "e2e_s", "itl_s")
 # the engine's own library per backend: a different version is a different environment
-ENGINE_LIBS = {"pytorch": ("torch", "transformers"), "vllm": ("vllm",), "tensorrt": ("tensorrt-llm",)}
+ENGINE_LIBS = {name: spec.version_keys for name, spec in SPECS.items()}
 
 
 @dataclass

@@ -1,15 +1,11 @@
-"""Backends: one module per engine, chosen by the `backend` config group (the group is the registry)."""
+"""Backends: one package per engine (`backends/<engine>/`), each with a spec that generic code
+reads (lem.backends.registry) and a Backend that runs it (lem.backends.base)."""
 
 from __future__ import annotations
 
-import importlib
-
 
 def make_backend(backend_cfg, run_cfg):
-    """Instantiate `lem.backends.<name>` 's backend class; engines load only inside `load`."""
-    if backend_cfg.get("parallel"):  # data / tensor parallel: worker processes hold the engine
-        from lem.backends.parallel import ParallelBackend
+    """The backend of `backend_cfg.name`; engines load only inside its `load`."""
+    from lem.backends.registry import SPECS
 
-        return ParallelBackend(backend_cfg, run_cfg)
-    module = importlib.import_module(f"lem.backends.{backend_cfg.name}")
-    return module.BACKEND(backend_cfg, run_cfg)
+    return SPECS[backend_cfg.name].make_backend(backend_cfg, run_cfg)

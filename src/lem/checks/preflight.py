@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from lem.backends.registry import SPECS
 from lem.machine.host import HostInfo
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,9 @@ statvfs = os.statvfs  # seam: tests fake the size of /dev/shm
 disk_usage = shutil.disk_usage  # seam: tests fake free disk
 CUDA_PROBE = [sys.executable, "-m", "lem.machine.cuda_probe"]  # seam: tests swap in a hanging probe
 
-# Engines that run worker processes talking through /dev/shm (vLLM's message queues and NCCL,
-# TensorRT-LLM's MPI workers). Docker's default /dev/shm is 64 MB, on which they crash.
-SHM_BACKENDS = ("vllm", "tensorrt")
-# TensorRT-LLM's supported-hardware page (2026-11): Ampere A100 (8.0), Ada (8.9), Hopper (9.0),
-# Blackwell (10.0 and later). Older architectures are not built for; others of >= 8.0 may work.
-TENSORRT_MIN_CC = (8, 0)
-TENSORRT_LISTED_CC = ((8, 0), (8, 9), (9, 0), (10, 0), (10, 3), (12, 0), (12, 1))
+# Engines that run worker processes talking through /dev/shm (their specs say so: vLLM's message
+# queues and NCCL, TensorRT-LLM's MPI workers). Docker's default /dev/shm is 64 MB: they crash on it.
+SHM_BACKENDS = tuple(name for name, spec in SPECS.items() if spec.worker_processes)
 FOREIGN_POLICIES = ("warn", "refuse", "ignore")
 
 
@@ -80,16 +77,15 @@ def enforce(cfg, host: HostInfo, out_dir: Path) -> list[str]:
 
 def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
     """The checks for `cfg` (its `gpus` already resolved to a list) on this machine."""
-    from lem.checks.preflight_tensorrt import check_tensorrt_import  # it builds on Check, from here
-
     gpus, backend, p = list(cfg.gpus), cfg.backend.name, cfg.preflight
+    spec = SPECS.get(backend)
+    engine_checks = spec.preflight(cfg, host) if spec is not None and spec.preflight else []
     return [
         check_torch_cuda(gpus),
         check_cuda(gpus, p.cuda_init_timeout_s),
         check_foreign_processes(gpus, p.foreign_processes),
         check_shm(backend, p.min_shm_mb, cfg.backend.get("parallel")),
-        check_tensorrt_arch(backend, gpus, host),
-        check_tensorrt_import(backend),
+        *engine_checks,  # the engine's own (its spec's preflight)
         check_container(backend),
         check_disk(out_dir, p.min_free_disk_mb),
         check_rapl(cfg.energy.cpu),
@@ -233,25 +229,6 @@ def check_shm(backend: str, min_shm_mb: float, parallel: Optional[str] = None) -
                      "in Docker run with --ipc=host or --shm-size=8g (compose: ipc: host or shm_size); "
                      "on a host, remount it larger: sudo mount -o remount,size=8G /dev/shm")
     return Check("shm", "pass", detail)
-
-
-def check_tensorrt_arch(backend: str, gpus: list[int], host: HostInfo) -> Check:
-    if backend != "tensorrt" or not gpus:
-        return Check("tensorrt_arch", "skipped", "not a tensorrt run on GPUs")
-    found = {g.index: g for g in host.gpus if g.index in gpus}
-    old = {i: g.compute_capability for i, g in found.items() if g.compute_capability < TENSORRT_MIN_CC}
-    if old:
-        return Check("tensorrt_arch", "fail", f"GPU(s) {old} (index: compute capability) are older than "
-                     f"TensorRT-LLM supports (>= {TENSORRT_MIN_CC[0]}.{TENSORRT_MIN_CC[1]}, Ampere)",
-                     "use backend=vllm or backend=pytorch on these GPUs, or GPUs of Ampere or newer")
-    unlisted = {i: g.compute_capability for i, g in found.items()
-                if g.compute_capability not in TENSORRT_LISTED_CC}
-    if unlisted:
-        return Check("tensorrt_arch", "warn", f"GPU(s) {unlisted} are not on TensorRT-LLM's "
-                     f"supported-hardware list (A100, Ada, Hopper, Blackwell); it may still work",
-                     "if engine builds fail, use backend=vllm")
-    ccs = sorted({g.compute_capability for g in found.values()})
-    return Check("tensorrt_arch", "pass", f"compute capability {ccs} is supported by TensorRT-LLM")
 
 
 def check_container(backend: str) -> Check:

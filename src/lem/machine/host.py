@@ -11,8 +11,15 @@ from typing import Optional
 
 from lem.machine.nvml import text as nvml_text
 
-# Optional libraries a configuration may need; probed by import spec, not imported.
-OPTIONAL_PACKAGES = ("bitsandbytes", "datasets", "flash_attn", "vllm", "tensorrt_llm", "codecarbon")
+# Optional libraries a configuration may need; probed by import spec, not imported. Each engine's
+# spec adds its own (vllm, bitsandbytes, ...).
+OPTIONAL_PACKAGES = ("datasets", "codecarbon")
+
+
+def optional_packages() -> tuple[str, ...]:
+    from lem.backends.registry import SPECS
+
+    return OPTIONAL_PACKAGES + tuple(p for s in SPECS.values() for p in s.packages)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class HostInfo:
 
 
 def probe_host() -> HostInfo:
-    packages = {name: importlib.util.find_spec(name) is not None for name in OPTIONAL_PACKAGES}
+    packages = {name: importlib.util.find_spec(name) is not None for name in optional_packages()}
     gpus, error = _probe_gpus()
     return HostInfo(gpus=gpus, nvml_error=error, packages=packages)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Optional
 
+from lem.backends.registry import SPECS
 from lem.checks import preflight
 from lem.machine.cuda_probe import cuda_version
 from lem.machine.nvml import text as nvml_text
@@ -47,9 +48,8 @@ class NvmlState:
     error: Optional[str] = None
 
 
-# engine -> (module to find, distribution for the version); the backend names of conf/backend/
-ENGINES = {"pytorch": ("torch", "torch"), "transformers": ("transformers", "transformers"),
-           "vllm": ("vllm", "vllm"), "tensorrt": ("tensorrt_llm", "tensorrt-llm")}
+# row -> (module to find, distribution for the version), from each engine's spec
+ENGINES = {row: (module, dist) for spec in SPECS.values() for row, module, dist in spec.engines}
 # Hydra plugins lem can use: (kind, name, module, distribution)
 PLUGINS = (("launcher", "submitit_slurm", "hydra_plugins.hydra_submitit_launcher",
             "hydra-submitit-launcher"),
@@ -125,7 +125,7 @@ def engine_rows() -> list[Row]:
             rows.append(Row(engine, "missing", f"`{module}` not installed"))
             continue
         detail = f"{dist} {_version(dist)}"
-        if engine == "pytorch":
+        if module == "torch":  # which CUDA the build is for decides whether it can use a GPU
             version, cuda = preflight.torch_build()
             detail += f", built for CUDA {cuda}" if cuda else ", CPU-only build"
         rows.append(Row(engine, "ok", detail))

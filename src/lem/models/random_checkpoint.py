@@ -54,7 +54,7 @@ def _build(out: Path, arch: dict, seed: int, dtype: str, device: str) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lem.backends.pytorch import _fill_random, _no_init_weights
+    from lem.backends.pytorch.backend import _fill_random, _no_init_weights
 
     config = AutoConfig.for_model(**arch)
     torch.manual_seed(seed)

@@ -41,13 +41,13 @@ class Server:
         slots = asyncio.Semaphore(b.max_concurrency) if b.max_concurrency else contextlib.nullcontext()
         t0 = time.perf_counter()
         done = await asyncio.gather(*(self._one(r, t0 + dt, slots, forced) for r, dt in zip(batch, offsets)))
-        from lem.backends.vllm import streams_record
+        from lem.backends.vllm.backend import streams_record
 
         return streams_record(t0, [s for _, s in done], self.backend.cfg.per_token_timestamps,
                               request_submit_s=[t for t, _ in done])
 
     async def _one(self, r: Request, arrive_at: float, slots, forced: bool):
-        from lem.backends.vllm import TokenStream
+        from lem.backends.vllm.backend import TokenStream
 
         await asyncio.sleep(max(0.0, arrive_at - time.perf_counter()))
         async with slots:
@@ -60,7 +60,7 @@ class Server:
         return submit_s, stream
 
     def rpc(self, method: str) -> list:
-        """One call of a worker-extension method on every worker (lem.backends.vllm_worker)."""
+        """One call of a worker-extension method on every worker (lem.backends.vllm.worker)."""
         return self.loop.run_until_complete(self.engine.collective_rpc(method))
 
     def close(self) -> None:

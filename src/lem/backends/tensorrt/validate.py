@@ -1,11 +1,15 @@
 """Validation of backend=tensorrt: what TensorRT-LLM can run, on which GPUs, with which precision.
 
-Pure, like lem.config.validate (which calls these): reads the config and a HostInfo, imports nothing heavy.
+Pure, like lem.config.validate (which calls these through the spec): reads the config and a
+HostInfo, imports nothing heavy.
 """
 
 from __future__ import annotations
 
-from lem.machine.host import HostInfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the spec is imported by lem.machine.host itself
+    from lem.machine.host import HostInfo
 
 WORKFLOWS = ("pytorch", "engine")
 # quantized while the engine is built (QuantConfig): the engine workflow only
@@ -71,3 +75,9 @@ def tensorrt_precision_problems(cfg, host: HostInfo) -> list[str]:
             problems.append(f"precision={p.name}: GPU(s) {old} have compute capability < 8.9 and no "
                             f"FP8 tensor cores (Ada, Hopper or newer needed); use precision=int8-wo|bf16")
     return problems
+
+
+def unsupported_precision(p, able: list[str]) -> str:
+    return (f"precision={p.name} ({p.quantization}): backend=tensorrt cannot run it; "
+            f"TensorRT-LLM (backend=tensorrt backend.workflow=engine) quantizes fp8, int8-wo, "
+            f"int4-wo and awq; {' or '.join(f'backend={a}' for a in able)} can run {p.quantization}")

@@ -3,7 +3,7 @@
 - pytorch: `tensorrt_llm.LLM`, TensorRT-LLM's PyTorch runtime; nothing is compiled ahead.
 - engine: `tensorrt_llm._tensorrt_engine.LLM`; a TensorRT engine is built from the checkpoint
   once (BuildConfig limits, QuantConfig quantization), saved under the engine cache
-  (lem.backends.tensorrt_engine) and loaded from there. The runner calls `engine_build` before
+  (lem.backends.tensorrt.engine) and loaded from there. The runner calls `engine_build` before
   `load`: on a cache miss the build runs in its own measured window (`engine_build`), so its time
   and energy are never mixed into model load; a hit skips it.
 
@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from lem.backends import tensorrt_engine as engines
 from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
+from lem.backends.tensorrt import engine as engines
 from lem.models.source import ModelSource
 from lem.workload.arrivals import arrival_offsets_s
 from lem.workload.requests import Request
@@ -179,7 +179,7 @@ class TensorRTBackend:
             return str(self.plan.engine_dir)
         if source.path is not None:
             return source.path
-        from lem.backends.vllm_setup import config_only_dir  # config.json only: dummy weights
+        from lem.backends.vllm.setup import config_only_dir  # config.json only: dummy weights
 
         return config_only_dir(source, self.cache_dir)
 
@@ -256,7 +256,7 @@ class TensorRTBackend:
     def model_info(self) -> dict[str, Any]:
         """Parameters counted on the meta device from the architecture; bytes as stored (dtype
         size, or the quantized weight size for TensorRT-LLM's quantization)."""
-        from lem.backends.vllm_setup import count_params
+        from lem.backends.vllm.setup import count_params
 
         arch, num_params = count_params(self.source)
         per = _QUANT_BYTES_PER_PARAM.get(self.precision.quantization, _DTYPE_BYTES.get(self.precision.dtype))
@@ -289,4 +289,3 @@ def _plain(value):
     return value
 
 
-BACKEND = TensorRTBackend

@@ -41,7 +41,7 @@ class PyTorchBackend:
     def load(self, source: ModelSource, precision, gpus: list[int],
              tensor_parallel: bool = False) -> PrecisionInfo:
         """`tensor_parallel`: this process is one rank of a torch.distributed group
-        (lem.backends.parallel) and loads its shard through transformers' tp_plan="auto"."""
+        (lem.backends.pytorch.parallel) and loads its shard through transformers' tp_plan="auto"."""
         import os
 
         import torch
@@ -383,4 +383,3 @@ def _plain(value):
     return value
 
 
-BACKEND = PyTorchBackend

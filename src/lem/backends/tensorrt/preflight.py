@@ -1,5 +1,5 @@
 """Pre-flight for backend=tensorrt: TensorRT-LLM really imports here, and is a release whose API
-lem's adapter was written for. (The GPUs' compute capability is preflight.check_tensorrt_arch.)
+lem's adapter was written for; and the GPUs are of an architecture it supports.
 
 Validation only sees that a `tensorrt_llm` package is installed; importing it loads its C++
 bindings, TensorRT, MPI and CUDA libraries, which is where broken installs fail. The import runs in
@@ -15,6 +15,12 @@ import subprocess
 import sys
 
 from lem.checks.preflight import Check
+from lem.machine.host import HostInfo
+
+# TensorRT-LLM's supported-hardware page (2026-11): Ampere A100 (8.0), Ada (8.9), Hopper (9.0),
+# Blackwell (10.0 and later). Older architectures are not built for; others of >= 8.0 may work.
+TENSORRT_MIN_CC = (8, 0)
+TENSORRT_LISTED_CC = ((8, 0), (8, 9), (9, 0), (10, 0), (10, 3), (12, 0), (12, 1))
 
 IMPORT_TIMEOUT_S = 180.0  # importing TensorRT-LLM takes tens of seconds on a cold file cache
 # seam: tests point it at another interpreter environment
@@ -46,3 +52,22 @@ def version_check(version: str) -> Check:
         return Check("tensorrt_import", "fail", f"TensorRT-LLM {version} predates the 1.x LLM API "
                      f"lem's backend is written for (its workflows live elsewhere)", FIX)
     return Check("tensorrt_import", "pass", f"tensorrt_llm {version} imports")
+
+
+def check_tensorrt_arch(backend: str, gpus: list[int], host: HostInfo) -> Check:
+    if backend != "tensorrt" or not gpus:
+        return Check("tensorrt_arch", "skipped", "not a tensorrt run on GPUs")
+    found = {g.index: g for g in host.gpus if g.index in gpus}
+    old = {i: g.compute_capability for i, g in found.items() if g.compute_capability < TENSORRT_MIN_CC}
+    if old:
+        return Check("tensorrt_arch", "fail", f"GPU(s) {old} (index: compute capability) are older than "
+                     f"TensorRT-LLM supports (>= {TENSORRT_MIN_CC[0]}.{TENSORRT_MIN_CC[1]}, Ampere)",
+                     "use backend=vllm or backend=pytorch on these GPUs, or GPUs of Ampere or newer")
+    unlisted = {i: g.compute_capability for i, g in found.items()
+                if g.compute_capability not in TENSORRT_LISTED_CC}
+    if unlisted:
+        return Check("tensorrt_arch", "warn", f"GPU(s) {unlisted} are not on TensorRT-LLM's "
+                     f"supported-hardware list (A100, Ada, Hopper, Blackwell); it may still work",
+                     "if engine builds fail, use backend=vllm")
+    ccs = sorted({g.compute_capability for g in found.values()})
+    return Check("tensorrt_arch", "pass", f"compute capability {ccs} is supported by TensorRT-LLM")

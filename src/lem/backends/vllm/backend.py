@@ -2,7 +2,7 @@
 
 Offline (batching=static|sorted): each batch is added to the engine at once and stepped until it
 finishes. Serving (batching=continuous): requests arrive on the configured schedule through the
-async engine, which batches them as they come (lem.backends.vllm_serve).
+async engine, which batches them as they come (lem.backends.vllm.serve).
 
 Output lengths are forced with `ignore_eos` + `min_tokens` = `max_tokens`; tokens are counted from
 the engine's token ids. With `per_token_timestamps` every output is streamed (DELTA) and each token
@@ -38,7 +38,7 @@ EXPECTED_WEIGHT_DTYPE = {"fp8": "float8_e4m3fn", "bnb-int8": "int8"}
 W8A8_INT8_NOTE = ("W8A8 int8 (compressed-tensors): int8 weights per output channel, activations "
                   "quantized to int8 per token at run time, int8 GEMMs; embeddings, lm_head and "
                   "norms in the precision's dtype")
-WORKER_EXTENSION = "lem.backends.vllm_worker.LemWorkerExtension"
+WORKER_EXTENSION = "lem.backends.vllm.worker.LemWorkerExtension"
 _QUANT_BYTES_PER_PARAM = {"fp8": 1, "bnb-int8": 1}  # when the workers cannot be asked: 1 byte
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -70,7 +70,7 @@ def engine_kwargs(c, source: ModelSource, precision, gpus: list[int], model_dir:
         "gpu_memory_utilization": c.gpu_memory_utilization, "enforce_eager": c.enforce_eager,
         "kv_cache_dtype": c.kv_cache_dtype, "enable_prefix_caching": c.enable_prefix_caching,
         "disable_log_stats": False,  # request metrics and scheduler stats need it
-        # random int8 weights and a record of what was loaded (lem.backends.vllm_worker)
+        # random int8 weights and a record of what was loaded (lem.backends.vllm.worker)
         "worker_extension_cls": WORKER_EXTENSION,
     }
     for key in ("kv_cache_memory_bytes", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
@@ -102,7 +102,7 @@ class VLLMBackend:
         self.run_cfg = run_cfg
         self.serving = run_cfg is not None and run_cfg.batching.strategy == "continuous"
         self.engine = None
-        self.server = None  # lem.backends.vllm_serve.Server in serving mode
+        self.server = None  # lem.backends.vllm.serve.Server in serving mode
         self.gpus: list[int] = []
         self.source: Optional[ModelSource] = None
         self.precision = None
@@ -116,8 +116,8 @@ class VLLMBackend:
     # -- loading ---------------------------------------------------------------------------
     def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo:
         self._environment()
-        from lem.backends.vllm_setup import check_platform
-        from lem.backends.vllm_state import EngineStateLog, stat_logger_factory
+        from lem.backends.vllm.setup import check_platform
+        from lem.backends.vllm.state import EngineStateLog, stat_logger_factory
 
         check_platform(gpus)
         self.gpus, self.source, self.precision = list(gpus), source, precision
@@ -128,7 +128,7 @@ class VLLMBackend:
         log.info("vLLM engine args: %s", kwargs)
         loggers = [stat_logger_factory(self.state)]
         if self.serving:
-            from lem.backends.vllm_serve import Server
+            from lem.backends.vllm.serve import Server
 
             self.server = Server(kwargs, loggers, self)
         else:
@@ -141,7 +141,7 @@ class VLLMBackend:
 
     def _environment(self) -> None:
         """Before vLLM is imported: where its caches go, and how its engine core starts."""
-        from lem.backends.vllm_setup import engine_environment
+        from lem.backends.vllm.setup import engine_environment
 
         cache = Path(self.run_cfg.cache_dir).expanduser() if self.run_cfg is not None else None
         gpus = list(self.run_cfg.gpus) if self.run_cfg is not None else []
@@ -179,7 +179,7 @@ class VLLMBackend:
         config (with the W8A8 quantization_config for int8)."""
         if not self.random_weights:
             return source.path
-        from lem.backends.vllm_setup import W8A8_INT8, config_only_dir
+        from lem.backends.vllm.setup import W8A8_INT8, config_only_dir
 
         quant = W8A8_INT8 if self.precision.quantization == "bnb-int8" else None
         return config_only_dir(source, self.run_cfg.cache_dir, quant)
@@ -205,7 +205,7 @@ class VLLMBackend:
     def engine_info(self) -> dict[str, Any]:
         """For result.engine: the vLLM that ran, how its engine core was started, which sampler,
         what precision=... mapped to, and what each worker's model held."""
-        from lem.backends.vllm_setup import sampler_note
+        from lem.backends.vllm.setup import sampler_note
 
         env = os.environ
         core = ("in lem's process (backend.in_process=true)" if self.cfg.in_process else
@@ -257,7 +257,7 @@ class VLLMBackend:
         """Parameters counted on the meta device from the architecture; bytes as the workers'
         models hold them (every tensor-parallel shard), or, where the workers cannot be asked,
         assumed: dtype size, 1 byte for int8/fp8, a pre-quantized checkpoint's files."""
-        from lem.backends.vllm_setup import count_params
+        from lem.backends.vllm.setup import count_params
 
         arch, num_params = count_params(self.source)
         q = self.precision.quantization
@@ -330,7 +330,7 @@ class TokenStream:
 
 
 def vllm_version() -> Optional[str]:
-    from lem.backends.vllm_setup import vllm_version as version
+    from lem.backends.vllm.setup import vllm_version as version
 
     return version()
 
@@ -343,4 +343,3 @@ def _plain(value):
     return value
 
 
-BACKEND = VLLMBackend

@@ -1,0 +1,1 @@
+"""The PyTorch / transformers engine: its spec, config, validation and backend."""

@@ -1,0 +1,1 @@
+"""The TensorRT-LLM engine: its spec, config, validation, pre-flight and backend."""

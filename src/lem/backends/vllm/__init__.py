@@ -1,0 +1,1 @@
+"""The vLLM engine: its spec, config, validation, engine setup, serving and backend."""
