@@ -5,8 +5,9 @@ Backends know nothing of energy meters: the runner owns the measurement windows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, runtime_checkable
 
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
@@ -47,14 +48,46 @@ class GpuMemory:
 
 
 class Backend(Protocol):
+    """What every backend does. Anything more is a capability below, which the runner asks for
+    by type (isinstance on a runtime-checkable protocol), never by probing attribute names."""
+
     def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo: ...
 
     def generate(self, batch: list[Request], force_output_len: bool) -> BatchRecord: ...
 
     def model_info(self) -> dict: ...  # num_params, param_bytes, arch (config dict)
 
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsEngine(Protocol):
+    """Says how its engine ran (result.engine); read after load and again after the cycles."""
+
+    def engine_info(self) -> dict: ...
+
+
+@runtime_checkable
+class TracksMemory(Protocol):
+    """Reads its own peak GPU memory (allocator counters in lem's process)."""
+
     def reset_peak_memory(self) -> None: ...
 
     def peak_memory(self) -> list[GpuMemory]: ...
 
-    def close(self) -> None: ...
+
+@runtime_checkable
+class BuildsEngine(Protocol):
+    """Compiles an engine ahead of loading; the runner measures the build in its own window."""
+
+    def engine_build(self, source: ModelSource, precision,
+                     gpus: list[int]) -> Optional[Callable[[], None]]: ...
+
+
+@runtime_checkable
+class RunsWorkers(Protocol):
+    """Drives worker processes: a cycle's batches go to them together."""
+
+    def generate_all(self, batches: list, force_output_len: bool, on_batch=None) -> list: ...
+
+    def describe(self) -> dict: ...  # result.parallel: mode, size, what each worker holds

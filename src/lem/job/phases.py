@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lem.analysis.metrics import RequestTiming
+from lem.backends.base import BuildsEngine, ReportsEngine, RunsWorkers, TracksMemory
 from lem.config.schema import config_hash
 from lem.config.validate import resolve_gpus, validate
 from lem.machine.host import probe_host
@@ -96,10 +97,10 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
         _engine_build(backend, source, cfg, inst, result)
         with _phase(result, "model_load"), inst.recorder.window("model_load"):
             result.precision = backend.load(source, cfg.precision, list(cfg.gpus))
-        result.engine = backend.engine_info() if hasattr(backend, "engine_info") else None
+        result.engine = backend.engine_info() if isinstance(backend, ReportsEngine) else None
         if result.engine is None:
             result.null_reasons["engine"] = f"backend={cfg.backend.name} reports no engine build"
-        result.parallel = backend.describe() if hasattr(backend, "describe") else None
+        result.parallel = backend.describe() if isinstance(backend, RunsWorkers) else None
         if result.parallel is None:
             result.null_reasons["parallel"] = "one process drives the run (backend.parallel=null)"
         result.environment = snapshot(list(cfg.gpus))
@@ -109,12 +110,12 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
             result.warmup = _warmup(backend, batches, cfg)
         with _phase(result, "cycles"):
             timings = _cycles(backend, batches, cfg, inst, result)
-        if hasattr(backend, "engine_info"):  # again: what compiled or changed while it ran
+        if isinstance(backend, ReportsEngine):  # again: what compiled or changed while it ran
             result.engine = backend.engine_info()
         from lem.analysis.analyse import analyse
 
         with _phase(result, "analysis"):
-            memory = backend.peak_memory() if cfg.gpus else []
+            memory = _peak_memory(backend, list(cfg.gpus))
             analyse(result, timings, cfg, inst, backend.model_info(), memory)
     finally:
         backend.close()
@@ -123,13 +124,26 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
 def _engine_build(backend, source, cfg: DictConfig, inst, result: Result) -> None:
     """Engines compiled ahead of loading (backend=tensorrt, workflow=engine) build in their own
     window, so build time and energy never count as model load; a cached engine opens none."""
-    plan = getattr(backend, "engine_build", None)
-    build = plan(source, cfg.precision, list(cfg.gpus)) if plan is not None else None
+    if not isinstance(backend, BuildsEngine):
+        return
+    build = backend.engine_build(source, cfg.precision, list(cfg.gpus))
     if build is None:
         return
     log.info("building the engine (measured window engine_build)")
     with _phase(result, "engine_build"), inst.recorder.window("engine_build"):
         build()
+
+
+def _peak_memory(backend, gpus: list[int]) -> list:
+    """Allocator peaks where the backend reads them in lem's process; engines that allocate in
+    their own worker processes leave them null (the NVML memory-used series measures them)."""
+    from lem.backends.base import GpuMemory
+
+    if not gpus:
+        return []
+    if isinstance(backend, TracksMemory):
+        return backend.peak_memory()
+    return [GpuMemory(g, None, None) for g in gpus]
 
 
 @contextmanager
@@ -204,7 +218,7 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
     serving = cfg.batching.strategy == "continuous"
     idle_w = getattr(result.baseline, "idle_power_w", None)
     target_c = _baseline_temperature(inst)
-    if cfg.gpus:
+    if cfg.gpus and isinstance(backend, TracksMemory):
         backend.reset_peak_memory()
     pooled: list[RequestTiming] = []
     for c in range(cfg.measurement.cycles):
@@ -239,7 +253,7 @@ def _run_batches(backend, batches, cfg: DictConfig, desc: str, on_batch=lambda: 
     progress = tqdm(total=sum(len(b) for b in batches), unit="req", desc=desc,
                     disable=not cfg.progress)
     forced = cfg.dataset.force_output_len
-    if hasattr(backend, "generate_all"):  # data parallel: batches run side by side on workers
+    if isinstance(backend, RunsWorkers):  # data parallel: batches run side by side on workers
         def done(i: int) -> None:
             on_batch()
             progress.update(len(batches[i]))

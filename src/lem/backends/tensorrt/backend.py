@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
+from lem.backends.base import BatchRecord, PrecisionInfo
 from lem.backends.tensorrt import engine as engines
 from lem.models.source import ModelSource
 from lem.workload.arrivals import arrival_offsets_s
@@ -263,14 +263,6 @@ class TensorRTBackend:
         return {"num_params": num_params, "param_bytes": int(num_params * per), "arch": arch}
 
     # -- memory and teardown ---------------------------------------------------------------
-    def reset_peak_memory(self) -> None:
-        """Nothing to reset: TensorRT-LLM reserves its KV cache once, at load."""
-
-    def peak_memory(self) -> list[GpuMemory]:
-        # TensorRT-LLM allocates in its executor's worker processes, where lem's torch counters
-        # cannot see; the NVML memory-used series (memory.gpu_used_mb_max) is the measurement
-        return [GpuMemory(phys, None, None) for phys in self.gpus]
-
     def close(self) -> None:
         if self.llm is not None:
             self.llm.shutdown()

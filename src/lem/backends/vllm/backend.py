@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
+from lem.backends.base import BatchRecord, PrecisionInfo
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 
@@ -272,14 +272,6 @@ class VLLMBackend:
         return {"num_params": num_params, "param_bytes": param_bytes, "arch": arch}
 
     # -- memory and teardown ---------------------------------------------------------------
-    def reset_peak_memory(self) -> None:
-        """Nothing to reset: vLLM reserves its KV cache once, at load."""
-
-    def peak_memory(self) -> list[GpuMemory]:
-        # vLLM allocates in its worker processes, where lem's torch counters cannot see; the
-        # NVML memory-used series (memory.gpu_used_mb_max) is the measurement for this backend
-        return [GpuMemory(phys, None, None) for phys in self.gpus]
-
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
