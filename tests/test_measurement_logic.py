@@ -8,6 +8,7 @@ from lem.analysis import validity as v
 from lem.analysis.attribution import attribute
 from lem.measure.baseline import is_steady
 from lem.measure.cycles import dynamic_j
+from lem.measure.sample import Sample
 from lem.measure.warmup import warm_up
 from lem.measure.windows import GpuWindow, Window, integrate_power_j
 
@@ -35,7 +36,7 @@ def test_integral_refuses_a_window_mostly_outside_the_samples():
 
 
 def _rows(power, temps, period_s=0.1, gpu=0):
-    return [(int(i * period_s * S), gpu, p, "instant", 0, 0, 0, t, 0)
+    return [Sample(int(i * period_s * S), gpu, p, "instant", 0, 0, 0, t, 0)
             for i, (p, t) in enumerate(zip(power, temps))]
 
 

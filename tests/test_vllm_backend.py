@@ -15,6 +15,8 @@ from lem.backends.base import BatchRecord
 from lem.backends.vllm.backend import TokenStream, engine_kwargs, monotonic_to_perf_counter, sampling_kwargs
 from lem.config.validate import ConfigError, validate
 from lem.machine.host import HostInfo
+from lem.measure.clock import Clock
+from lem.measure.sample import Sample
 from lem.models.source import ModelSource
 from lem.workload.arrivals import arrival_offsets_s
 from lem.workload.requests import Request, make_batches
@@ -166,13 +168,14 @@ def test_steady_state_spans_the_full_batch_and_counts_its_tokens():
     assert steady_span({"rows": []})[0] is None and steady_span(None)[1]
     rec = BatchRecord(10.0, [3], [[10.05, 10.15, 10.25]], engine_state=state)
     timings = [RequestTiming(0, 0, 8, 3, 3, 0.0, [0.05, 0.15, 0.25])]
-    # power samples (t_ns, gpu, power_w): a constant 100 W on GPU 0 around the span
-    power = [(1_000_000_000 + k * 50_000_000, 0, 100.0) for k in range(12)]
-    s = steady_state(rec, timings, power, [0], t0_perf=10.0, t0_ns=1_000_000_000)
+    # power samples: a constant 100 W on GPU 0 around the span
+    power = [Sample(1_000_000_000 + k * 50_000_000, 0, 100.0, "instant", 0, 0, 0, 40, 0)
+             for k in range(12)]
+    s = steady_state(rec, timings, power, [0], Clock(perf_s=10.0, ns=1_000_000_000))
     assert s["output_tokens"] == 2 and s["duration_s"] == pytest.approx(0.2)
     assert s["energy_j"] == pytest.approx(20.0, rel=1e-3)  # 100 W x 0.2 s
     assert s["j_per_output_token"] == pytest.approx(10.0, rel=1e-3)
-    cpu = steady_state(rec, timings, [], [], t0_perf=10.0, t0_ns=0)
+    cpu = steady_state(rec, timings, [], [], Clock(perf_s=10.0, ns=0))
     assert cpu["energy_j"] is None and "no GPU power samples" in cpu["reason"]
 
 

@@ -153,8 +153,8 @@ def _memory_used(result: Result, inst, windows) -> None:
     used: dict[str, float] = {}
     for w in windows:
         for r in rows:
-            if w.start_ns <= r[0] <= w.end_ns:
-                used[str(r[1])] = max(used.get(str(r[1]), 0.0), r[4])
+            if w.start_ns <= r.t_ns <= w.end_ns:
+                used[str(r.gpu)] = max(used.get(str(r.gpu), 0.0), r.memory_used_mb)
     result.memory.gpu_used_mb_max = used or None
     if not used:
         result.null_reasons["memory.gpu_used_mb_max"] = "no GPU samples (CPU run or no sampler)"

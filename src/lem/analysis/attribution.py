@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from lem.measure.sample import Sample
 from lem.measure.windows import integrate_power_j
 
 METHOD = ("integral of sampled instantaneous GPU power (linear between samples) over each "
@@ -31,7 +32,7 @@ class Attribution:
     reason: Optional[str] = None
 
 
-def attribute(spans_ns: list[tuple[int, int, int]], rows: list[tuple], gpus: list[int],
+def attribute(spans_ns: list[tuple[int, int, int]], rows: list[Sample], gpus: list[int],
               window_energy_j: Optional[float], span_gpus: Optional[list] = None) -> Attribution:
     """spans_ns: per batch (submit, first token, last token) on the time.time_ns clock.
     span_gpus: per batch, the GPUs that ran it (data parallel: its worker's one GPU, whose power
@@ -49,12 +50,12 @@ def attribute(spans_ns: list[tuple[int, int, int]], rows: list[tuple], gpus: lis
                        sum(e - f for _, f, e in spans_ns) / 1e9)
 
 
-def _phase_j(intervals: list[tuple[int, int, list]], rows: list[tuple], gpus: list[int]
+def _phase_j(intervals: list[tuple[int, int, list]], rows: list[Sample], gpus: list[int]
              ) -> Optional[float]:
     total = 0.0
     for g in gpus:
-        t = np.array([r[0] for r in rows if r[1] == g], dtype=np.int64)
-        p = np.array([r[2] for r in rows if r[1] == g], dtype=float)
+        t = np.array([r.t_ns for r in rows if r.gpu == g], dtype=np.int64)
+        p = np.array([r.power_w for r in rows if r.gpu == g], dtype=float)
         for a, b, on in intervals:
             if b <= a or g not in on:
                 continue

@@ -16,6 +16,8 @@ from typing import Any, Optional
 import numpy as np
 
 from lem.analysis.metrics import RequestTiming, per_unit
+from lem.measure.clock import Clock
+from lem.measure.sample import Sample
 from lem.measure.windows import integrate_power_j
 
 STEADY_METHOD = ("integral of sampled instantaneous GPU power over [first, last] engine sample "
@@ -54,8 +56,8 @@ def steady_span(state: Optional[dict]) -> tuple[Optional[tuple[float, float, int
     return (at_peak[0], at_peak[-1], peak), None
 
 
-def steady_state(rec, timings: list[RequestTiming], rows: list[tuple], gpus: list[int],
-                 t0_perf: float, t0_ns: int) -> dict[str, Any]:
+def steady_state(rec, timings: list[RequestTiming], rows: list[Sample], gpus: list[int],
+                 clock: Clock) -> dict[str, Any]:
     span, reason = steady_span(rec.engine_state)
     out: dict[str, Any] = {"start_s": None, "end_s": None, "duration_s": None, "peak_running": None,
                            "output_tokens": None, "output_tokens_per_s": None, "energy_j": None,
@@ -63,11 +65,11 @@ def steady_state(rec, timings: list[RequestTiming], rows: list[tuple], gpus: lis
     if span is None:
         return out
     start, end, peak = span
-    tokens = sum(1 for t in timings for x in t.token_times_s if start - t0_perf <= x <= end - t0_perf) \
+    start_s, end_s = clock.since_s(start), clock.since_s(end)
+    tokens = sum(1 for t in timings for x in t.token_times_s if start_s <= x <= end_s) \
         if rec.per_token else None
-    energy = _power_integral_j(rows, gpus, t0_ns + int((start - t0_perf) * 1e9),
-                               t0_ns + int((end - t0_perf) * 1e9))
-    out.update(start_s=start - t0_perf, end_s=end - t0_perf, duration_s=end - start, peak_running=peak,
+    energy = _power_integral_j(rows, gpus, clock.to_ns(start), clock.to_ns(end))
+    out.update(start_s=start_s, end_s=end_s, duration_s=end - start, peak_running=peak,
                output_tokens=tokens, output_tokens_per_s=per_unit(tokens, end - start),
                energy_j=energy, j_per_output_token=per_unit(energy, tokens or 0))
     if energy is None:
@@ -77,13 +79,13 @@ def steady_state(rec, timings: list[RequestTiming], rows: list[tuple], gpus: lis
     return out
 
 
-def _power_integral_j(rows: list[tuple], gpus: list[int], start_ns: int, end_ns: int) -> Optional[float]:
+def _power_integral_j(rows: list[Sample], gpus: list[int], start_ns: int, end_ns: int) -> Optional[float]:
     if not gpus or not rows:
         return None
     total = 0.0
     for g in gpus:
-        t = np.array([r[0] for r in rows if r[1] == g], dtype=np.int64)
-        p = np.array([r[2] for r in rows if r[1] == g], dtype=float)
+        t = np.array([r.t_ns for r in rows if r.gpu == g], dtype=np.int64)
+        p = np.array([r.power_w for r in rows if r.gpu == g], dtype=float)
         joules, _ = integrate_power_j(t, p, start_ns, end_ns)
         if joules is None:
             return None
@@ -100,18 +102,18 @@ def engine_state(rec, t0_perf: float) -> dict[str, Any]:
             "reason": None if rows else "the backend exposes no engine state"}
 
 
-def serving_figures(records, timings: list[RequestTiming], window, rows: list[tuple], gpus: list[int],
-                    t0_perf: float, t0_ns: int, b) -> dict[str, Any]:
+def serving_figures(records, timings: list[RequestTiming], window, rows: list[Sample], gpus: list[int],
+                    clock: Clock, b) -> dict[str, Any]:
     rec = records[0][1]  # continuous batching: the whole workload is one submission
     whole_j = window.energy_j
     n_out = sum(t.output_tokens for t in timings)
     return {
         "arrival": b.arrival, "rate_rps": b.rate_rps, "max_concurrency": b.max_concurrency,
         "goodput": goodput(timings, window.duration_s, b),
-        "steady_state": steady_state(rec, timings, rows, gpus, t0_perf, t0_ns),
+        "steady_state": steady_state(rec, timings, rows, gpus, clock),
         "whole_run": {"duration_s": window.duration_s, "energy_j": whole_j, "output_tokens": n_out,
                       "j_per_output_token": per_unit(whole_j, n_out), "method": "energy counter"},
-        "engine_state": engine_state(rec, t0_perf),
+        "engine_state": engine_state(rec, clock.perf_s),
     }
 
 

@@ -25,6 +25,7 @@ from lem.backends.base import BuildsEngine, ReportsEngine, RunsWorkers, TracksMe
 from lem.config.schema import config_hash
 from lem.config.validate import resolve_gpus, validate
 from lem.machine.host import probe_host
+from lem.measure.clock import Clock
 from lem.result.schema import ErrorInfo, Result, write_result
 
 log = logging.getLogger(__name__)
@@ -224,20 +225,20 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
     for c in range(cfg.measurement.cycles):
         cooldown_s = _cooldown(inst, target_c, cfg.measurement) if c else 0.0
         with inst.recorder.window(f"cycle_{c}"):
-            t0_perf, t0_ns = time.perf_counter(), time.time_ns()
+            clock = Clock.now()  # the cycle's tokens on the samples' clock
             records = _run_batches(backend, batches, cfg, f"cycle {c + 1}/{cfg.measurement.cycles}",
                                    inst.checkpoint)
         window = inst.recorder.windows[-1]
         ran = [rec for _, rec in records if rec.token_times_s[0]]
-        spans = [_span_ns(rec, t0_perf, t0_ns) for rec in ran]
+        spans = [_span_ns(rec, clock) for rec in ran]
         attribution = attribute(spans, inst.rows(), list(cfg.gpus), window.energy_j,
                                 _span_gpus(ran, list(cfg.gpus))) \
             if not serving else Attribution(reason=SERVING_NO_ATTRIBUTION)
-        timings = _timings(records, t0_perf, c)
+        timings = _timings(records, clock.perf_s, c)
         result.cycles.append(cycle_figures(c, timings, window, idle_w, attribution, cooldown_s))
         if serving:
             result.cycles[-1]["serving"] = serving_figures(
-                records, timings, window, inst.rows(), list(cfg.gpus), t0_perf, t0_ns, cfg.batching)
+                records, timings, window, inst.rows(), list(cfg.gpus), clock, cfg.batching)
         pooled += timings
         # kept as each cycle completes: an interrupt in a later cycle keeps these records
         result.requests += [request_dict(t) for t in timings]
@@ -269,14 +270,11 @@ def _run_batches(backend, batches, cfg: DictConfig, desc: str, on_batch=lambda: 
     return records
 
 
-def _span_ns(rec, t0_perf: float, t0_ns: int) -> tuple[int, int, int]:
+def _span_ns(rec, clock: Clock) -> tuple[int, int, int]:
     """(submit, first token, last token) of a batch on the sampler's clock."""
-    def ns(t):
-        return t0_ns + int((t - t0_perf) * 1e9)
-
     firsts = [t[0] for t in rec.token_times_s if t]
     lasts = [t[-1] for t in rec.token_times_s if t]
-    return ns(rec.submit_s), ns(min(firsts)), ns(max(lasts))
+    return clock.to_ns(rec.submit_s), clock.to_ns(min(firsts)), clock.to_ns(max(lasts))
 
 
 def _span_gpus(records, gpus: list[int]):
@@ -288,8 +286,8 @@ def _span_gpus(records, gpus: list[int]):
 
 def _baseline_temperature(inst):
     w = inst.recorder.get("baseline")
-    rows = [r for r in inst.rows() if w and w.start_ns <= r[0] <= w.end_ns]
-    return max((r[7] for r in rows), default=None)
+    rows = [r for r in inst.rows() if w and w.start_ns <= r.t_ns <= w.end_ns]
+    return max((r.temperature_c for r in rows), default=None)
 
 
 def _cooldown(inst, target_c, m) -> float:
@@ -298,7 +296,7 @@ def _cooldown(inst, target_c, m) -> float:
         return 0.0
     t0 = time.monotonic()
     while time.monotonic() - t0 < m.cooldown_max_s:
-        latest = {r[1]: r[7] for r in inst.rows()[-4 * len(inst.gpus):]}
+        latest = {r.gpu: r.temperature_c for r in inst.rows()[-4 * len(inst.gpus):]}
         if latest and max(latest.values()) <= target_c + m.cooldown_temp_band_c:
             break
         time.sleep(inst.sampler.period_s)

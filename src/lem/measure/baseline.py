@@ -13,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from lem.measure.sample import Sample
+
 
 @dataclass
 class Settle:
@@ -35,16 +37,16 @@ class Baseline:
     reason: Optional[str] = None  # why idle_power_w is null
 
 
-def is_steady(rows: list[tuple], now_ns: int, window_s: float, temp_range_c: float,
+def is_steady(rows: list[Sample], now_ns: int, window_s: float, temp_range_c: float,
               power_cv: float) -> bool:
     """Steady: over the last window_s, per GPU, temperature within a band and power CV small."""
-    recent = [r for r in rows if r[0] >= now_ns - int(window_s * 1e9)]
-    gpus = {r[1] for r in recent}
+    recent = [r for r in rows if r.t_ns >= now_ns - int(window_s * 1e9)]
+    gpus = {r.gpu for r in recent}
     if not recent or len(recent) < 3 * max(1, len(gpus)):
         return False
     for g in gpus:
-        temps = [r[7] for r in recent if r[1] == g]
-        power = np.array([r[2] for r in recent if r[1] == g])
+        temps = [r.temperature_c for r in recent if r.gpu == g]
+        power = np.array([r.power_w for r in recent if r.gpu == g])
         if max(temps) - min(temps) > temp_range_c or power.std() > power_cv * power.mean():
             return False
     return True
@@ -66,11 +68,11 @@ def wait_until_steady(sampler, e) -> Settle:
         time.sleep(sampler.period_s)
 
 
-def from_window(window, rows: list[tuple], state: str) -> Baseline:
+def from_window(window, rows: list[Sample], state: str) -> Baseline:
     """Engine-ready idle power of a measured idle window: counter mean, sample spread."""
     if window.energy_j is None:
         return Baseline(state, duration_s=window.duration_s, reason=window.reason)
-    inside = [r for r in rows if window.start_ns <= r[0] <= window.end_ns]
+    inside = [r for r in rows if window.start_ns <= r.t_ns <= window.end_ns]
     return Baseline(
         state=state,
         idle_power_w=window.energy_j / window.duration_s,
@@ -79,19 +81,19 @@ def from_window(window, rows: list[tuple], state: str) -> Baseline:
         duration_s=window.duration_s)
 
 
-def device_idle_w(rows: list[tuple], until_ns: int) -> Optional[float]:
+def device_idle_w(rows: list[Sample], until_ns: int) -> Optional[float]:
     """Mean summed instantaneous power of the samples taken before lem created a context."""
-    early = [r for r in rows if r[0] < until_ns]
-    gpus = {r[1] for r in early}
+    early = [r for r in rows if r.t_ns < until_ns]
+    gpus = {r.gpu for r in early}
     if not early:
         return None
-    return float(sum(np.mean([r[2] for r in early if r[1] == g]) for g in gpus))
+    return float(sum(np.mean([r.power_w for r in early if r.gpu == g]) for g in gpus))
 
 
-def _summed_std(rows: list[tuple]) -> Optional[float]:
+def _summed_std(rows: list[Sample]) -> Optional[float]:
     """Std of total power across GPUs, per sampling tick (ticks grouped by order per GPU)."""
-    gpus = sorted({r[1] for r in rows})
-    series = [[r[2] for r in rows if r[1] == g] for g in gpus]
+    gpus = sorted({r.gpu for r in rows})
+    series = [[r.power_w for r in rows if r.gpu == g] for g in gpus]
     n = min((len(s) for s in series), default=0)
     if n < 2:
         return None

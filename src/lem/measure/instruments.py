@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from lem.measure.energy import make_meter
+from lem.measure.sample import Sample
 from lem.measure.sampler import COLUMNS, Sampler
 from lem.measure.windows import WindowRecorder
 
@@ -56,7 +57,7 @@ class Instruments:
         if self.cpu_meter is not None:
             self.cpu_meter.checkpoint()
 
-    def rows(self) -> list[tuple]:
+    def rows(self) -> list[Sample]:
         return self.sampler.drain() if self.sampler is not None else []
 
     def close(self, out_dir: Path) -> TimeseriesInfo:
@@ -80,7 +81,7 @@ def _cpu_meter(e):
     return CpuEnergyMeter(fallback=fallback, country_iso_code=e.country_iso_code)
 
 
-def write_timeseries(rows: list[tuple], windows, path: Path) -> None:
+def write_timeseries(rows: list[Sample], windows, path: Path) -> None:
     """One row per sample and GPU, labelled with the window it fell in; written atomically."""
     import pandas as pd
 

@@ -14,9 +14,7 @@ import time
 from typing import Optional
 
 from lem.machine import nvml as nvml_seam
-
-COLUMNS = ("t_ns", "gpu", "power_w", "power_source", "memory_used_mb", "gpu_util_pct",
-           "sm_clock_mhz", "temperature_c", "clock_event_reasons")
+from lem.measure.sample import COLUMNS, Sample  # noqa: F401  (COLUMNS: the time series' columns)
 
 
 class SamplerError(RuntimeError):
@@ -29,7 +27,7 @@ class Sampler:
     def __init__(self, gpus: list[int], period_s: float):
         self.gpus = list(gpus)
         self.period_s = period_s
-        self.rows: list[tuple] = []
+        self.rows: list[Sample] = []
         self.power_fallback: dict[int, bool] = {}
         self._proc: Optional[mp.Process] = None
 
@@ -45,7 +43,7 @@ class Sampler:
             raise SamplerError(f"the sampler process could not read NVML: {payload}")
         self.power_fallback = payload
 
-    def drain(self) -> list[tuple]:
+    def drain(self) -> list[Sample]:
         """Move every sample the process has sent so far into self.rows; returns self.rows."""
         while True:
             try:
@@ -53,7 +51,7 @@ class Sampler:
             except queue_mod.Empty:
                 return self.rows
 
-    def stop(self) -> list[tuple]:
+    def stop(self) -> list[Sample]:
         if self._proc is None:
             return self.rows
         self._stop.set()
@@ -71,7 +69,7 @@ class Sampler:
         """Block until a sample newer than t_ns arrived, so a window's edge is covered."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.drain() and self.rows[-1][0] >= t_ns:
+            if self.drain() and self.rows[-1].t_ns >= t_ns:
                 return
             time.sleep(self.period_s / 4)
 
@@ -99,13 +97,13 @@ def _sample_loop(gpus: list[int], period_s: float, out, stop) -> None:
     nvml.nvmlShutdown()
 
 
-def _read(nvml, gpu: int, handle, fallback: bool) -> tuple:
+def _read(nvml, gpu: int, handle, fallback: bool) -> Sample:
     t_ns = time.time_ns()
     power_mw = None if fallback else _instant_power_mw(nvml, handle)
     source = "instant"
     if power_mw is None:
         power_mw, source = nvml.nvmlDeviceGetPowerUsage(handle), "average_1s"
-    return (t_ns, gpu, power_mw / 1000.0, source,
+    return Sample(t_ns, gpu, power_mw / 1000.0, source,
             nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20,
             nvml.nvmlDeviceGetUtilizationRates(handle).gpu,
             nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),

@@ -92,17 +92,17 @@ class WindowRecorder:
         return Window(name, start_ns, end_ns, duration_s, gpus, reading.total_j, reading.reason, cpu)
 
     def _gpu_window(self, gpu: int, energy_j, start_ns: int, end_ns: int, duration_s: float):
-        rows = [r for r in (self.sampler.rows if self.sampler else []) if r[1] == gpu]
-        t = np.array([r[0] for r in rows], dtype=np.int64)
-        p = np.array([r[2] for r in rows], dtype=float)
+        rows = [r for r in (self.sampler.rows if self.sampler else []) if r.gpu == gpu]
+        t = np.array([r.t_ns for r in rows], dtype=np.int64)
+        p = np.array([r.power_w for r in rows], dtype=float)
         integral, coverage = integrate_power_j(t, p, start_ns, end_ns)
-        inside = [r for r in rows if start_ns <= r[0] <= end_ns]
+        inside = [r for r in rows if start_ns <= r.t_ns <= end_ns]
         return GpuWindow(
             index=gpu, energy_j=energy_j, power_integral_j=integral,
             mean_power_w=energy_j / duration_s if energy_j is not None and duration_s else None,
             samples=len(inside), coverage=coverage if rows else None,
-            temperature_max_c=max((r[7] for r in inside), default=None),
-            clock_event_reasons=_or_bits(r[8] for r in inside))
+            temperature_max_c=max((r.temperature_c for r in inside), default=None),
+            clock_event_reasons=_or_bits(r.clock_event_reasons for r in inside))
 
     def get(self, name: str) -> Optional[Window]:
         return next((w for w in self.windows if w.name == name), None)
