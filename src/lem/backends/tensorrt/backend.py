@@ -28,16 +28,15 @@ Written against TensorRT-LLM's source and 1.x docs, and tested only against a st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Optional
 
 from lem.backends.base import BatchRecord, PrecisionInfo
+from lem.backends.scheduler import schedule
 from lem.backends.tensorrt import engine as engines
 from lem.models.source import ModelSource
-from lem.workload.arrivals import arrival_offsets_s
 from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
@@ -220,26 +219,10 @@ class TensorRTBackend:
         arrival time, at most max_concurrency in flight; TensorRT-LLM batches them in flight."""
         b = self.run_cfg.batching if self.run_cfg is not None else None
         serving = b is not None and b.strategy == "continuous"
-        offsets = arrival_offsets_s(len(batch), b.arrival, b.rate_rps, b.arrival_seed) if serving \
-            else [0.0] * len(batch)
-        slots = asyncio.Semaphore(b.max_concurrency) if serving and b.max_concurrency \
-            else contextlib.nullcontext()
-        t0 = time.perf_counter()
-        # offline, each coroutine submits before its first await: the whole batch goes in at once
-        streams = await asyncio.gather(*(self._stream(r, forced, t0 + dt, slots)
-                                         for r, dt in zip(batch, offsets)))
-        return BatchRecord(t0, [len(ids) for _, ids, _ in streams], [t for _, _, t in streams],
-                           request_submit_s=[s for s, _, _ in streams] if serving else None,
-                           per_token=True, token_ids=[ids for _, ids, _ in streams])
-
-    async def _stream(self, r: Request, forced: bool, arrive_at: float, slots):
-        """(submit time, token ids, arrival time of each token) of one request."""
-        if arrive_at > time.perf_counter():
-            await asyncio.sleep(arrive_at - time.perf_counter())
-        async with slots:
-            submit_s = time.perf_counter()
-            ids, times = await self._tokens(r, forced)
-        return submit_s, ids, times
+        t0, streams = await schedule(batch, b, lambda r: self._tokens(r, forced))
+        return BatchRecord(t0, [len(ids) for _, (ids, _) in streams], [t for _, (_, t) in streams],
+                           request_submit_s=[s for s, _ in streams] if serving else None,
+                           per_token=True, token_ids=[ids for _, (ids, _) in streams])
 
     async def _tokens(self, r: Request, forced: bool) -> tuple[list[int], list[float]]:
         out = self.llm.generate_async({"prompt_token_ids": r.prompt_ids},

@@ -1,20 +1,18 @@
-"""Serving-style load through vLLM's AsyncLLM: requests arrive on a schedule (all at once, fixed
-rate, Poisson) with an optional bound on how many are in flight, and every output is stamped with
-time.perf_counter() as it reaches lem.
+"""Serving-style load through vLLM's AsyncLLM: requests arrive on lem's one schedule
+(lem.backends.scheduler: all at once, fixed rate, Poisson, an optional bound on how many are in
+flight), and every output is stamped with time.perf_counter() as it reaches lem.
 
 The async engine runs on an event loop this module owns; the runner stays synchronous and calls
 `serve` once per pass over the workload. Each request's submit time is when lem handed it to the
-engine (after its arrival time and, with max_concurrency, a free slot), so TTFT includes queueing
-inside the engine but not lem's own wait for a slot.
+engine (after its arrival time and, with max_concurrency, a free slot).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
-from lem.workload.arrivals import arrival_offsets_s
+from lem.backends.scheduler import schedule
 from lem.workload.requests import Request
 
 
@@ -36,28 +34,21 @@ class Server:
         return self.loop.run_until_complete(self._serve(batch, forced))
 
     async def _serve(self, batch: list[Request], forced: bool):
-        b = self.batching
-        offsets = arrival_offsets_s(len(batch), b.arrival, b.rate_rps, b.arrival_seed)
-        slots = asyncio.Semaphore(b.max_concurrency) if b.max_concurrency else contextlib.nullcontext()
-        t0 = time.perf_counter()
-        done = await asyncio.gather(*(self._one(r, t0 + dt, slots, forced) for r, dt in zip(batch, offsets)))
         from lem.backends.vllm.backend import streams_record
 
+        t0, done = await schedule(batch, self.batching, lambda r: self._stream(r, forced))
         return streams_record(t0, [s for _, s in done], self.backend.cfg.per_token_timestamps,
                               request_submit_s=[t for t, _ in done])
 
-    async def _one(self, r: Request, arrive_at: float, slots, forced: bool):
+    async def _stream(self, r: Request, forced: bool):
         from lem.backends.vllm.backend import TokenStream
 
-        await asyncio.sleep(max(0.0, arrive_at - time.perf_counter()))
-        async with slots:
-            stream = TokenStream(self.backend.clock_offset_s)
-            params = self.backend.sampling_params(r, forced)
-            submit_s = time.perf_counter()
-            async for out in self.engine.generate({"prompt_token_ids": r.prompt_ids}, params,
-                                                  self.backend.next_id()):
-                stream.add(out, time.perf_counter())
-        return submit_s, stream
+        stream = TokenStream(self.backend.clock_offset_s)
+        params = self.backend.sampling_params(r, forced)
+        async for out in self.engine.generate({"prompt_token_ids": r.prompt_ids}, params,
+                                              self.backend.next_id()):
+            stream.add(out, time.perf_counter())
+        return stream
 
     def rpc(self, method: str) -> list:
         """One call of a worker-extension method on every worker (lem.backends.vllm.worker)."""
