@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.analysis.metrics import RequestTiming, Stats, latency_stats, per_unit, stats
+from lem.analysis.metrics import Percentiles, RequestTiming, latency_stats, per_unit, percentiles
 
 
 def _timing(index: int, input_tokens: int, submit_s: float, token_times_s: list[float],
@@ -15,16 +15,16 @@ def _timing(index: int, input_tokens: int, submit_s: float, token_times_s: list[
 
 
 def test_stats_of_1_to_101():
-    s = stats([float(v) for v in range(101, 0, -1)])  # order does not matter
-    assert s == Stats(n=101, mean=51.0, p50=51.0, p90=91.0, p95=96.0, p99=100.0)
+    s = percentiles([float(v) for v in range(101, 0, -1)])  # order does not matter
+    assert s == Percentiles(n=101, mean=51.0, p50=51.0, p90=91.0, p95=96.0, p99=100.0)
 
 
 def test_stats_of_one_value():
-    assert stats([2.5]) == Stats(1, 2.5, 2.5, 2.5, 2.5, 2.5)
+    assert percentiles([2.5]) == Percentiles(1, 2.5, 2.5, 2.5, 2.5, 2.5)
 
 
 def test_stats_of_nothing_is_null():
-    assert stats([]) == Stats(n=0, mean=None, p50=None, p90=None, p95=None, p99=None)
+    assert percentiles([]) == Percentiles(n=0, mean=None, p50=None, p90=None, p95=None, p99=None)
 
 
 def test_request_timing_from_known_timestamps():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lem.analysis.stats
-from lem.analysis.metrics import Stats
+from lem.analysis.metrics import Percentiles
 from lem.analysis.stats import CycleStats, cycle_stats, pick, summarise_cycles
 
 FAST = 999  # resamples: enough for the assertions below, fast
@@ -125,7 +125,7 @@ def test_ci_is_scipy_bootstrap_with_the_seed_and_says_how():
 
 
 def test_pick_dotted_paths():
-    d = {"summary": {"ttft_s": {"p50": 0.25}, "ttft_stats": Stats(n=3, p50=0.5)}}
+    d = {"summary": {"ttft_s": {"p50": 0.25}, "ttft_stats": Percentiles(n=3, p50=0.5)}}
     assert pick(d, "summary.ttft_s.p50") == 0.25
     assert pick(d, "summary.ttft_stats.p50") == 0.5  # dataclasses by attribute
     assert pick(d, "summary.missing.p50") is None

@@ -22,7 +22,7 @@ from lem.aggregate.read import LATENCIES
 from lem.aggregate.shape import RATIOS, STAT_KEYS  # beside the checks that every run has numbers there
 from lem.aggregate.table import LABELS, Study
 from lem.analysis.bootstrap import mean_ci
-from lem.analysis.metrics import PERCENTILES, Stats
+from lem.analysis.metrics import PERCENTILES, Percentiles
 from lem.analysis.stats import CycleStats, cycle_stats
 
 ENV = ("env.gpu", "env.driver", "env.power_limit_w", "env.engine", "env.lem_version")
@@ -128,15 +128,15 @@ def _mean(values: list) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
-def pooled_latencies(values: dict[str, np.ndarray]) -> dict[str, Stats]:
+def pooled_latencies(values: dict[str, np.ndarray]) -> dict[str, Percentiles]:
     """Percentiles of the pooled raw values of every request of every run (late aggregation)."""
     return {name: _stats(values[name]) for name in LATENCIES}
 
 
-def _stats(values: np.ndarray) -> Stats:
-    """lem.analysis.metrics.stats on an array (the same percentiles, without the list round trip)."""
+def _stats(values: np.ndarray) -> Percentiles:
+    """lem.analysis.metrics.percentiles on an array (the same percentiles, without the list round trip)."""
     if not len(values):
-        return Stats()
+        return Percentiles()
     p = np.percentile(values, PERCENTILES)
-    return Stats(len(values), float(values.mean()), *map(float, p))
+    return Percentiles(len(values), float(values.mean()), *map(float, p))
 

@@ -11,7 +11,7 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass
-class Stats:
+class Percentiles:
     n: int = 0
     mean: Optional[float] = None
     p50: Optional[float] = None
@@ -20,12 +20,12 @@ class Stats:
     p99: Optional[float] = None
 
 
-def stats(values: list[float]) -> Stats:
+def percentiles(values: list[float]) -> Percentiles:
     if not values:
-        return Stats()
+        return Percentiles()
     arr = np.asarray(values, dtype=float)
     p = np.percentile(arr, PERCENTILES)
-    return Stats(len(arr), float(arr.mean()), *map(float, p))
+    return Percentiles(len(arr), float(arr.mean()), *map(float, p))
 
 
 @dataclass
@@ -67,16 +67,16 @@ class RequestTiming:
         return (self.token_times_s[-1] - self.token_times_s[0]) / (n - 1)
 
 
-def latency_stats(requests: list[RequestTiming]) -> dict[str, Stats]:
+def latency_stats(requests: list[RequestTiming]) -> dict[str, Percentiles]:
     """TTFT, TPOT, E2E over requests; ITL pooled over every token gap of every request."""
     def present(values):
         return [v for v in values if v is not None]
 
     return {
-        "ttft_s": stats(present(r.ttft_s for r in requests)),
-        "itl_s": stats([gap for r in requests for gap in r.itl_s]),
-        "tpot_s": stats(present(r.tpot_s for r in requests)),
-        "e2e_s": stats(present(r.e2e_s for r in requests)),
+        "ttft_s": percentiles(present(r.ttft_s for r in requests)),
+        "itl_s": percentiles([gap for r in requests for gap in r.itl_s]),
+        "tpot_s": percentiles(present(r.tpot_s for r in requests)),
+        "e2e_s": percentiles(present(r.e2e_s for r in requests)),
     }
 
 

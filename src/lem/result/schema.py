@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from lem.analysis.metrics import Stats
+from lem.analysis.metrics import Percentiles
 from lem.backends.base import GpuMemory, PrecisionInfo
 
 SCHEMA_VERSION = "2.0"
@@ -40,10 +40,10 @@ class Summary:
     output_tokens_per_s: Optional[float] = None
     total_tokens_per_s: Optional[float] = None
     requests_per_s: Optional[float] = None
-    ttft_s: Stats = field(default_factory=Stats)
-    itl_s: Stats = field(default_factory=Stats)
-    tpot_s: Stats = field(default_factory=Stats)
-    e2e_s: Stats = field(default_factory=Stats)
+    ttft_s: Percentiles = field(default_factory=Percentiles)
+    itl_s: Percentiles = field(default_factory=Percentiles)
+    tpot_s: Percentiles = field(default_factory=Percentiles)
+    e2e_s: Percentiles = field(default_factory=Percentiles)
     energy_j: Optional[float] = None  # all GPUs, counter, measured windows summed
     energy_per_gpu_j: Optional[dict[str, float]] = None  # physical index -> J
     j_per_output_token: Optional[float] = None
