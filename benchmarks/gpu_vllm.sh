@@ -7,6 +7,7 @@
 # wheel installed into /tmp/site)
 # No VLLM_* variable is set for lem's runs: lem sets what vLLM needs. Results land in $OUT.
 set -u
+# Stage lists (BS, TORCH, TPAIR, ...) hold specs separated by ';', each spec a few space-separated fields.
 export PYTHONPATH=/tmp/vsite:/tmp/site:src HF_HUB_OFFLINE=1
 RUNS=/tmp/lem-runs
 mkdir -p "$OUT" "$RUNS"
@@ -28,15 +29,13 @@ case $1 in
 test)
   python3 -m pytest -m gpu -q -x tests/test_vllm_gpu.py tests/test_doctor_gpu.py -k "vllm or foreign or own" \
     2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt" ;;
-paired)
-  for spec in ${PAIRED:-"1 8" "64 256"}; do
-    set -- $spec
-    VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn python3 benchmarks/vllm_gpu_paired.py --batch-size "$1" \
-      --num-requests "$2" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired_bs$1.err" | tee -a "$OUT/paired.jsonl" | tail -n 1
-    tail -n 5 "$RUNS/paired_bs$1.err"
-  done ;;
+paired)  # one engine, lem vs plain LLM.generate interleaved, every batch spec in turn
+  VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn python3 benchmarks/vllm_gpu_paired.py \
+    --batches "${PAIRED:-1:8,64:256}" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired.err" \
+    | tee -a "$OUT/paired.jsonl" | grep summary | cut -c1-700
+  tail -n 5 "$RUNS/paired.err" ;;
 bs)  # offline static batches; each cycle a few seconds of work
-  for spec in ${BS:-"1 6" "8 48" "64 256" "256 512"}; do
+  IFS=';' read -ra SPECS <<< "${BS:-1 6;8 48;64 256;256 512}"; for spec in "${SPECS[@]}"; do
     set -- $spec
     lem_run "bs/bs$1" backend=vllm model=llama3-8b-random precision=bf16 batching.batch_size="$1" \
       dataset.num_requests="$2" $W
@@ -58,13 +57,13 @@ serve)  # serving-style load: Poisson arrivals at three rates
       batching.arrival=poisson batching.rate_rps="$rate" dataset.num_requests="${SERVE_N:-128}" $W
   done ;;
 torch)  # lem's PyTorch backend at the same workload, for vLLM vs PyTorch (eager and pytorch_fast)
-  for spec in ${TORCH:-"pytorch 1 2" "pytorch 64 64" "pytorch_fast 1 4" "pytorch_fast 64 64"}; do
+  IFS=';' read -ra SPECS <<< "${TORCH:-pytorch 1 2;pytorch 64 64;pytorch_fast 1 4;pytorch_fast 64 64}"; for spec in "${SPECS[@]}"; do
     set -- $spec
     lem_run "torch/$1_bs$2" backend="$1" model=llama3-8b-random precision=bf16 batching.batch_size="$2" \
       dataset.num_requests="$3" $W
   done ;;
 torchpair)  # lem's PyTorch backend vs plain generate, interleaved in one process (issue 19)
-  for spec in ${TPAIR:-"1 2" "64 64"}; do
+  IFS=';' read -ra SPECS <<< "${TPAIR:-1 2;64 64}"; for spec in "${SPECS[@]}"; do
     set -- $spec
     python3 benchmarks/torch_gpu_paired.py --batch-size "$1" --num-requests "$2" \
       --rounds "${ROUNDS:-3}" --configs "${CONFIGS:-eager,static,compiled}" 2>"$RUNS/tpair_bs$1.err" \

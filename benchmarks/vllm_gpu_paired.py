@@ -9,8 +9,10 @@ with NVML's energy counter read at its edges, and its output tokens are counted 
 Adjacent passes share the GPU's state, so their ratio isolates lem's code path from engine and
 thermal drift. Prints one JSON line per pass and a summary line.
 
-    VLLM_USE_FLASHINFER_SAMPLER=0 python3 benchmarks/vllm_gpu_paired.py --batch-size 64 \
-        --num-requests 256 --rounds 5
+    VLLM_USE_FLASHINFER_SAMPLER=0 python3 benchmarks/vllm_gpu_paired.py --batches 1:8,64:256 --rounds 5
+
+`--batches` lists batch_size:num_requests pairs measured one after another on the same engine (one
+engine start for all). `--model tiny --cpu` runs the same code on vLLM's CPU build (a smoke test).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def build(cache: str):
+def build(cache: str, model: str, gpus: list[int]):
     from omegaconf import OmegaConf
     from vllm import LLM
 
@@ -36,13 +38,13 @@ def build(cache: str):
     from lem.backends.vllm.state import EngineStateLog
     from lem.models.source import ModelSource
 
-    arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/llama3-8b-random.yaml")["config"])
-    source = ModelSource("llama3-8b-random", "random", config=arch)
+    arch = OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/model/{model}.yaml")["config"])
+    source = ModelSource(model, "random", config=arch)
     cfg = OmegaConf.load(ROOT / "conf/backend/vllm.yaml")
     cfg.pop("defaults")
     cfg.update(seed=0)
     precision = OmegaConf.create({"name": "bf16", "dtype": "bfloat16", "quantization": None})
-    kwargs = engine_kwargs(cfg, source, precision, [0], config_only_dir(source, cache))
+    kwargs = engine_kwargs(cfg, source, precision, gpus, config_only_dir(source, cache))
     llm = LLM(**kwargs)
     lem = VLLMBackend(cfg, None)
     lem.engine, lem.state = llm.llm_engine, EngineStateLog(cfg.engine_state_period_s)
@@ -60,19 +62,36 @@ def requests(n: int, input_len: int, output_len: int):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch-size", type=int, required=True)
-    ap.add_argument("--num-requests", type=int, required=True)
+    ap.add_argument("--batches", default="1:8,64:256", help="batch_size:num_requests,...")
     ap.add_argument("--input-len", type=int, default=256)
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--model", default="llama3-8b-random")
+    ap.add_argument("--cpu", action="store_true", help="vLLM's CPU build: no NVML, time only")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/lem"))
     a = ap.parse_args()
+    llm, lem, kwargs = build(a.cache, a.model, [] if a.cpu else [0])
+    energy_mj = nvml_counter() if not a.cpu else (lambda: 0)
+    for spec in a.batches.split(","):
+        batch_size, num_requests = (int(x) for x in spec.split(":"))
+        rows = measure(llm, lem, energy_mj, a, batch_size, num_requests)
+        print(json.dumps(summary(rows, a, batch_size, num_requests, kwargs)), flush=True)
+
+
+def nvml_counter():
     import pynvml
+
+    pynvml.nvmlInit()
+    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
+
+
+def measure(llm, lem, energy_mj, a, batch_size: int, num_requests: int) -> list[dict]:
+    """Warm both paths, then `rounds` interleaved pairs (order flipping each round)."""
     from vllm import SamplingParams
 
-    llm, lem, kwargs = build(a.cache)
-    reqs = requests(a.num_requests, a.input_len, a.output_len)
-    batches = [reqs[i:i + a.batch_size] for i in range(0, len(reqs), a.batch_size)]
+    reqs = requests(num_requests, a.input_len, a.output_len)
+    batches = [reqs[i:i + batch_size] for i in range(0, len(reqs), batch_size)]
     n = a.output_len
     sp = SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.0, detokenize=False)
 
@@ -86,30 +105,30 @@ def main():
     def lem_pass() -> int:
         return sum(sum(lem.generate(b, True).output_tokens) for b in batches)
 
-    pynvml.nvmlInit()
-    h = pynvml.nvmlDeviceGetHandleByIndex(0)
     modes = {"plain": plain, "lem": lem_pass}
     for fn in modes.values():
         fn()  # warmup, unmeasured
     rows = []
     for k in range(a.rounds):
         for mode in (["plain", "lem"] if k % 2 == 0 else ["lem", "plain"]):
-            e0, t0 = pynvml.nvmlDeviceGetTotalEnergyConsumption(h), time.perf_counter()
+            e0, t0 = energy_mj(), time.perf_counter()
             tokens = modes[mode]()
-            t1, e1 = time.perf_counter(), pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
-            row = {"round": k, "mode": mode, "batch_size": a.batch_size, "output_tokens": tokens,
+            t1, e1 = time.perf_counter(), energy_mj()
+            row = {"round": k, "mode": mode, "batch_size": batch_size, "output_tokens": tokens,
                    "duration_s": t1 - t0, "energy_j": (e1 - e0) / 1e3,
                    "tokens_per_s": tokens / (t1 - t0), "j_per_output_token": (e1 - e0) / 1e3 / tokens}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(json.dumps(summary(rows, a, kwargs)), flush=True)
+    return rows
 
 
-def summary(rows: list[dict], a, kwargs) -> dict:
+def summary(rows: list[dict], a, batch_size: int, num_requests: int, kwargs) -> dict:
     by = {m: [r for r in rows if r["mode"] == m] for m in ("plain", "lem")}
     tput = [lr["tokens_per_s"] / pr["tokens_per_s"] for pr, lr in zip(by["plain"], by["lem"])]
-    energy = [lr["j_per_output_token"] / pr["j_per_output_token"] for pr, lr in zip(by["plain"], by["lem"])]
-    return {"summary": True, "batch_size": a.batch_size, "num_requests": a.num_requests,
+    energy = [lr["j_per_output_token"] / pr["j_per_output_token"] if pr["j_per_output_token"] else None
+              for pr, lr in zip(by["plain"], by["lem"])]
+    energy = [e for e in energy if e is not None] or [float("nan")]  # --cpu: no energy counter
+    return {"summary": True, "batch_size": batch_size, "num_requests": num_requests,
             "input_len": a.input_len, "output_len": a.output_len, "rounds": a.rounds,
             "identical_token_counts": len({r["output_tokens"] for r in rows}) == 1,
             "plain_tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in by["plain"]),
