@@ -164,7 +164,7 @@ def test_steady_state_spans_the_full_batch_and_counts_its_tokens():
     rows = [(10.0, 1, 3, 0.1, 0), (10.1, 4, 0, 0.4, 0), (10.2, 4, 0, 0.4, 0), (10.3, 4, 0, 0.4, 1),
             (10.4, 2, 0, 0.2, 1)]
     state = {"rows": rows}
-    assert steady_span(state)[0] == (10.1, 10.3, 4)
+    assert steady_span(state)[0] == (10.1, 10.3, 4, 4)  # all at once: the typical batch is the full one
     assert steady_span({"rows": []})[0] is None and steady_span(None)[1]
     rec = BatchRecord(10.0, [3], [[10.05, 10.15, 10.25]], engine_state=state)
     timings = [RequestTiming(0, 0, 8, 3, 3, 0.0, [0.05, 0.15, 0.25])]
@@ -177,6 +177,32 @@ def test_steady_state_spans_the_full_batch_and_counts_its_tokens():
     assert s["j_per_output_token"] == pytest.approx(10.0, rel=1e-3)
     cpu = steady_state(rec, timings, [], [], Clock(perf_s=10.0, ns=0))
     assert cpu["energy_j"] is None and "no GPU power samples" in cpu["reason"]
+
+
+def test_steady_state_under_open_loop_arrivals_is_the_typical_level_not_the_spike():
+    # Poisson-like: ramp up, hover around 3 running with one momentary spike to 8, then drain
+    running = [1, 2, 3, 3, 8, 3, 2, 3, 3, 1, 0]
+    rows = [(10.0 + 0.1 * k, n, 0, 0.1, 0) for k, n in enumerate(running)]
+    start, end, level, peak = steady_span({"rows": rows})[0]
+    assert (level, peak) == (3, 8)
+    assert start == pytest.approx(10.2) and end == pytest.approx(10.8)  # not the 10.4 spike alone
+
+
+def test_pooled_steady_state_names_the_cycle_without_one():
+    from lem.analysis.serving import pooled_serving
+
+    def cycle(steady):
+        return {"serving": {"goodput": {"requests_ok": 4, "requests": 4},
+                            "whole_run": {"duration_s": 1.0, "energy_j": 100.0},
+                            "engine_state": {"preemptions": 0}, "steady_state": steady}}
+    good = {"energy_j": 50.0, "output_tokens": 100, "duration_s": 0.5, "reason": None}
+    bad = {"energy_j": None, "output_tokens": None, "duration_s": None,
+           "reason": "3 or more requests ran in one engine sample only: no span"}
+    pooled = pooled_serving([cycle(good), cycle(bad)])
+    assert pooled["steady_energy_j"] is None
+    assert pooled["steady_reason"].startswith("cycle 1: 3 or more requests ran in one engine sample")
+    ok = pooled_serving([cycle(good), cycle(good)])
+    assert ok["steady_reason"] is None and ok["steady_j_per_output_token"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(("override", "where"), [

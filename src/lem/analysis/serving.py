@@ -2,9 +2,13 @@
 bounds, the steady-state window and its energy, and the engine's state over time. Pure: reads the
 backend's record, the request timings, the cycle's window and the GPU power samples.
 
-The steady state runs from the first engine sample with the most requests running (the batch is
-full) to the last one (it starts to drain): its edges are as fine as the engine-state sampling
-period (backend.engine_state_period_s). Its energy is the integral of the sampled instantaneous
+The steady state runs from the first engine sample with at least the typical number of requests
+running (the median over the engine samples with any running: ramp-up is over) to the last one
+(the engine starts to drain): its edges are as fine as the engine-state sampling period
+(backend.engine_state_period_s). The median, not the peak, because under open-loop arrivals
+(poisson, fixed_rate) the peak is a momentary spike: on an H100 at 4 req/s the peak span was 0.1 s
+of a 16 s cycle, while the typical level held for most of it. With every request arriving at once
+the median is the full batch, so the span is the full-batch span. Its energy is the integral of the sampled instantaneous
 GPU power over that span, since the energy counter is read only at window edges; the whole cycle's
 energy is the counter's, as for every window.
 """
@@ -21,7 +25,8 @@ from lem.measure.sample import Sample
 from lem.measure.windows import integrate_power_j
 
 STEADY_METHOD = ("integral of sampled instantaneous GPU power over [first, last] engine sample "
-                 "with the peak number of running requests, summed over GPUs")
+                 "with at least the median number of running requests (over busy samples), "
+                 "summed over GPUs")
 SLO_KEYS = ("slo_ttft_s", "slo_tpot_s", "slo_e2e_s")
 
 
@@ -44,32 +49,37 @@ def _meets(t: RequestTiming, bounds: dict[str, float]) -> bool:
     return True
 
 
-def steady_span(state: Optional[dict]) -> tuple[Optional[tuple[float, float, int]], Optional[str]]:
-    """(start, end, peak running) on perf_counter, or (None, reason)."""
+def steady_span(state: Optional[dict]) -> tuple[Optional[tuple[float, float, int, int]], Optional[str]]:
+    """(start, end, typical running, peak running) on perf_counter, or (None, reason)."""
     rows = (state or {}).get("rows") or []
     if not rows:
         return None, "no engine-state samples (the engine reported no scheduler stats)"
-    peak = max(r[1] for r in rows)
-    at_peak = [r[0] for r in rows if r[1] == peak]
-    if peak == 0 or at_peak[-1] <= at_peak[0]:
-        return None, f"the batch was full ({peak} running) in one engine sample only: no span"
-    return (at_peak[0], at_peak[-1], peak), None
+    busy = [r[1] for r in rows if r[1] > 0]
+    if not busy:
+        return None, "no engine sample had a running request"
+    level = int(np.median(busy))  # the typical batch while busy; ramp-up and drain lie below it
+    at_level = [r[0] for r in rows if r[1] >= level]
+    if at_level[-1] <= at_level[0]:
+        return None, f"{level} or more requests ran in one engine sample only: no span"
+    return (at_level[0], at_level[-1], level, max(busy)), None
 
 
 def steady_state(rec, timings: list[RequestTiming], rows: list[Sample], gpus: list[int],
                  clock: Clock) -> dict[str, Any]:
     span, reason = steady_span(rec.engine_state)
-    out: dict[str, Any] = {"start_s": None, "end_s": None, "duration_s": None, "peak_running": None,
+    out: dict[str, Any] = {"start_s": None, "end_s": None, "duration_s": None, "level_running": None,
+                           "peak_running": None,
                            "output_tokens": None, "output_tokens_per_s": None, "energy_j": None,
                            "j_per_output_token": None, "method": STEADY_METHOD, "reason": reason}
     if span is None:
         return out
-    start, end, peak = span
+    start, end, level, peak = span
     start_s, end_s = clock.since_s(start), clock.since_s(end)
     tokens = sum(1 for t in timings for x in t.token_times_s if start_s <= x <= end_s) \
         if rec.per_token else None
     energy = _power_integral_j(rows, gpus, clock.to_ns(start), clock.to_ns(end))
-    out.update(start_s=start_s, end_s=end_s, duration_s=end - start, peak_running=peak,
+    out.update(start_s=start_s, end_s=end_s, duration_s=end - start, level_running=level,
+               peak_running=peak,
                output_tokens=tokens, output_tokens_per_s=per_unit(tokens, end - start),
                energy_j=energy, j_per_output_token=per_unit(energy, tokens or 0))
     if energy is None:
@@ -132,8 +142,17 @@ def pooled_serving(cycles: list[dict]) -> dict[str, Any]:
             "goodput_rps": per_unit(ok, duration), "steady_duration_s": s_dur,
             "steady_output_tokens": s_tok, "steady_output_tokens_per_s": per_unit(s_tok, s_dur or 0),
             "steady_energy_j": s_j, "steady_j_per_output_token": per_unit(s_j, s_tok or 0),
+            "steady_reason": _steady_reason(steady),
             "whole_run_energy_j": _sum_or_none(p["whole_run"]["energy_j"] for p in parts),
             "preemptions": preempt}
+
+
+def _steady_reason(steady: list[dict]) -> Optional[str]:
+    """Why the pooled steady-state figures are null: the first cycle that had none, and why."""
+    for k, s in enumerate(steady):
+        if s["energy_j"] is None or s["output_tokens"] is None or s["duration_s"] is None:
+            return f"cycle {k}: {s['reason']} (pooled steady-state figures need every cycle's)"
+    return None if steady else "no serving cycles"
 
 
 def _sum_or_none(values) -> Optional[float]:
