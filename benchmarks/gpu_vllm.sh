@@ -31,7 +31,7 @@ test)
     2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt" ;;
 paired)  # one engine, lem vs plain LLM.generate interleaved, every batch spec in turn
   VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn python3 benchmarks/vllm_gpu_paired.py \
-    --batches "${PAIRED:-1:8,64:256}" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired.err" \
+    --batches "${PAIRED:-1:8,64:256}" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired.err" | grep "^{" \
     | tee -a "$OUT/paired.jsonl" | grep summary | cut -c1-700
   tail -n 5 "$RUNS/paired.err" ;;
 bs)  # offline static batches; each cycle a few seconds of work

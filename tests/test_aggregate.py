@@ -260,3 +260,20 @@ def test_real_tiny_sweep_to_report(run_lem, tmp_path):
     study = collect(tmp_path / "sweep")
     assert not study.table["reason"].fillna("").str.startswith("never started").any()
     assert study.notes and "OptunaSweeper" in study.notes[0]
+
+
+def test_a_sweep_without_batch_sizes_gets_bars_per_configuration_not_a_stacked_batch_plot(tmp_path):
+    from lem.aggregate.plots import energy_per_config, energy_vs_batch
+
+    g = pd.DataFrame({"group": ["g0", "g1", "g2"], "precision.name": ["bf16", "fp16", "fp8"],
+                      "batching.batch_size": [4, 4, 4], "env_key": ["E1"] * 3,
+                      "j_per_output_token": [0.715, 0.748, 0.434],
+                      "j_per_output_token.ci95_low": [0.668, 0.736, 0.398],
+                      "j_per_output_token.ci95_high": [0.740, 0.755, 0.454]})
+    note = energy_vs_batch(g, tmp_path / "b.png")
+    assert isinstance(note, str) and "batch size was not swept (every configuration at 4)" in note
+    assert not (tmp_path / "b.png").exists()
+    bars = energy_per_config(g, ["precision.name"], tmp_path / "c.png")
+    assert bars == tmp_path / "c.png" and bars.stat().st_size > 1000
+    g["batching.batch_size"] = [1, 8, 64]
+    assert energy_vs_batch(g, tmp_path / "b.png") == tmp_path / "b.png"

@@ -28,7 +28,12 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
 
 def label(row: pd.Series, axes: list[str]) -> str:
     keys = [a for a in axes if a != "repeat"] or ["backend.name", "precision.name", "batching.batch_size"]
-    return ", ".join(f"{short(k)}={row.get(k)}" for k in keys)
+    return ", ".join(f"{short(k)}={_value(row.get(k))}" for k in keys)
+
+
+def _value(v) -> str:
+    """An axis value as the report's tables write it: an unset one (None, NaN) is '-', not 'nan'."""
+    return "-" if v is None or (isinstance(v, float) and v != v) else str(v)
 
 
 def short(key: str) -> str:
@@ -54,6 +59,9 @@ def energy_vs_throughput(g: pd.DataFrame, path: Path) -> Outcome:
     fig, ax = plt.subplots(figsize=(7, 5))
     for backend, part in data.groupby("backend.name"):
         dots = ax.scatter(part["output_tokens_per_s"], part["j_per_output_token"], label=str(backend))
+        for _, p in part.iterrows():  # the group ids of report.md's table: which point is which
+            ax.annotate(str(p["group"]), (p["output_tokens_per_s"], p["j_per_output_token"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = pareto(part, "output_tokens_per_s", "j_per_output_token").sort_values("output_tokens_per_s")
         # markers too: a front of one point (one configuration dominating the rest) stays visible
         ax.plot(front["output_tokens_per_s"], front["j_per_output_token"], "--x", color=dots.get_facecolor()[0],
@@ -67,6 +75,10 @@ def energy_vs_batch(g: pd.DataFrame, path: Path) -> Outcome:
     data = g.dropna(subset=["j_per_output_token", "batching.batch_size"])
     if data.empty:
         return "no configuration has measured energy: no J per token vs batch size plot"
+    sizes = sorted(data["batching.batch_size"].unique())
+    if len(sizes) < 2:  # every point on one x value, stacked: say so and draw nothing misleading
+        return (f"batch size was not swept (every configuration at {sizes[0]}): no J per token vs "
+                "batch size plot; see J per output token per configuration")
     fig, ax = plt.subplots(figsize=(7, 5))
     for (precision, env), part in data.groupby(["precision.name", "env_key"]):
         part = part.sort_values("batching.batch_size")
@@ -81,6 +93,24 @@ def energy_vs_batch(g: pd.DataFrame, path: Path) -> Outcome:
     if j.min() > 0 and j.max() / j.min() > 10:  # batch sweeps span decades: small values stay readable
         ax.set_yscale("log")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def energy_per_config(g: pd.DataFrame, axes: list[str], path: Path) -> Outcome:
+    """One bar per configuration with its 95% CI: the plot for any sweep, whatever its axes
+    (a precision sweep at one batch size has no x axis to draw against)."""
+    data = g.dropna(subset=["j_per_output_token"]).head(MAX_LATENCY_CONFIGS)
+    if data.empty:
+        return "no configuration has measured energy (e.g. CPU runs): no J per token per configuration plot"
+    y = data["j_per_output_token"].astype(float)
+    low = data["j_per_output_token.ci95_low"].astype(float).fillna(y)
+    high = data["j_per_output_token.ci95_high"].astype(float).fillna(y)
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.35 * len(data)))
+    pos = list(range(len(data)))
+    ax.barh(pos, y, xerr=[y - low, high - y], capsize=3, color="C0")
+    ax.set_yticks(pos, [f"{r['group']}: {label(r, axes)}" for _, r in data.iterrows()], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="J per output token (95% CI)", title="J per output token per configuration")
     return _save(fig, path)
 
 
@@ -162,6 +192,8 @@ def all_plots(study: Study, g: pd.DataFrame, out: Path, series: list[Outcome]) -
     made: dict[str, list[Outcome]] = {
         "J per output token vs output tokens/s (Pareto front per backend)":
             [energy_vs_throughput(g, plots / "energy_vs_throughput.png")],
+        "J per output token per configuration":
+            [energy_per_config(g, study.axes, plots / "energy_per_config.png")],
         "J per output token vs batch size, per precision": [energy_vs_batch(g, plots / "energy_vs_batch.png")],
         "Latency percentiles per configuration": [latency_percentiles(g, study.axes, plots / "latency.png")],
     }
