@@ -95,7 +95,7 @@ def test_an_interrupt_in_a_later_cycle_keeps_the_completed_cycles_requests(lem_c
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [
-    (["backend=nope"], "Could not find 'backend/nope'"),
+    (["backend=nope"], "backend=nope: no such option in group 'backend'; choose one of pytorch"),
     (["dataset.num_requests=abc"], "dataset.num_requests"),
     (["measurement.cycles=["], "no viable alternative"),
     (["foo=1"], "Key 'foo' not in 'LemConfig'"),
@@ -105,6 +105,33 @@ def test_errors_hydra_finds_exit_2_with_lems_message(run_lem, tmp_path, override
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert p.stderr.startswith("lem: invalid configuration") and needle in p.stderr, p.stderr
     assert "_schema" not in p.stderr  # lem's internal schema entries are not options
+
+
+def test_unknown_group_options_come_at_once_sweep_values_too(run_lem, tmp_path):
+    p = run_lem("backend=nope", "model=nope2", "-m", "precision=fp16,zz", "dataset=tiny-ok-or-not",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    for needle in ("backend=nope:", "model=nope2:", "precision=zz:", "dataset=tiny-ok-or-not:"):
+        assert needle in p.stderr, (needle, p.stderr)
+    assert "precision=fp16:" not in p.stderr and "4 problem(s)" in p.stderr
+    assert not (tmp_path / "sweep").exists()  # refused before Hydra made anything
+
+
+def test_an_option_in_the_user_config_dir_is_an_option(run_lem, tmp_path, monkeypatch):
+    from lem.paths import conf_dir
+
+    user = tmp_path / "userconf"
+    (user / "model").mkdir(parents=True)
+    (user / "model" / "mine.yaml").write_text((conf_dir() / "model" / "tiny.yaml").read_text())
+    monkeypatch.setenv("LEM_CONFIG_DIR", str(user))
+    p = run_lem("model=mine", "--cfg", "job")
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_multirun_with_cfg_says_which_flag_to_drop(run_lem, tmp_path):
+    p = run_lem("-m", "precision=fp16,bf16", "--cfg", "job")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "drop -m" in p.stderr and "drop --cfg" in p.stderr
 
 
 def test_malformed_local_settings_name_file_and_line(run_lem, tmp_path, monkeypatch):

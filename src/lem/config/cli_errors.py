@@ -15,11 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from lem.paths import conf_dir
+
 INVALID = 2
 
 
 def guarded(main: Callable[[], object]) -> None:
-    problem = malformed_local_settings()
+    problem = malformed_local_settings() or unknown_group_options(sys.argv[1:])
     if problem:
         _refuse(problem)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -54,6 +56,40 @@ def malformed_local_settings() -> Optional[str]:
             return f"{path}: not valid YAML: {_yaml_problem(exc)}; fix the file or move it away " \
                    f"(conf/local.example.yaml shows the format)"
     return None
+
+
+def unknown_group_options(overrides: list[str]) -> Optional[str]:
+    """Every `group=option` naming an option that does not exist, in one message. Hydra stops at
+    the first missing option, so a user with three typos would fix them in three runs; lem's own
+    groups are plain files in conf/<group>/ (or the user config dir), so all can be checked at once.
+    Sweep expressions (`choice(...)`, globs) and Hydra's plugin groups (`hydra/...`) are left to
+    Hydra."""
+    problems = []
+    for arg in overrides:
+        group, sep, value = arg.partition("=")
+        if not sep or group.startswith(("+", "~", "hydra")) or "." in group or not value:
+            continue
+        options = group_options(group)
+        if options is None or any(c in value for c in "()*[]{}$"):
+            continue
+        missing = [v for v in value.split(",") if v.strip() not in options]
+        problems += [f"{group}={v}: no such option in group '{group}'; choose one of "
+                     f"{', '.join(sorted(options))}" for v in missing]
+    if not problems:
+        return None
+    return (f"invalid configuration ({len(problems)} problem(s)):\n" +
+            "\n".join(f"  - {p}" for p in problems) + "\n  (python -m lem --help lists the groups and options)")
+
+
+def group_options(group: str) -> Optional[set[str]]:
+    """The options of one of lem's config groups (YAML files in conf/<group>/ and in the user
+    config dir's <group>/), or None where `group` is not such a group."""
+    from lem.config.local import user_config_dir
+
+    dirs = [d / group for d in (conf_dir(), user_config_dir()) if (d / group).is_dir()]
+    if not dirs:
+        return None
+    return {f.stem for d in dirs for f in d.glob("*.yaml")}
 
 
 def _yaml_problem(exc) -> str:
@@ -94,4 +130,7 @@ def config_error(exc: Exception) -> Optional[str]:
         cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
         return f"invalid configuration: {_readable(str(cause or exc))}\n  (python -m lem --help " \
                f"lists the groups and options)"
+    if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun, --cfg"):
+        return (f"invalid command line: {exc}: to see one point's config, drop -m (`python -m lem "
+                f"<overrides> --cfg job`); to run the sweep, drop --cfg")
     return None
