@@ -152,6 +152,25 @@ def test_output_root_under_a_file_is_refused_naming_the_path(run_lem, tmp_path):
     assert "Not a directory" in p.stderr and "output_root=" in p.stderr
 
 
+def test_an_unwritable_output_root_is_refused_naming_the_path(run_lem, tmp_path):
+    # sysfs refuses new directories even to root (CI runs as root, so a chmod'ed dir would not do)
+    target = Path("/sys/lem-unwritable-test")
+    if not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and _can_mkdir(target):
+        pytest.skip("no directory here that refuses mkdir to this user (/sys is Linux's)")
+    p = run_lem(*FAST, f"output_root={target}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"cannot create or write {target}" in p.stderr and "output_root=" in p.stderr
+
+
+def _can_mkdir(path: Path) -> bool:
+    try:
+        path.mkdir()
+    except OSError:
+        return False
+    path.rmdir()
+    return True
+
+
 def test_a_sweep_of_only_invalid_points_exits_2(run_lem, tmp_path):
     p = run_lem("-m", *FAST, "measurement.cycles=0,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert p.returncode == 2, p.stderr[-2000:]
