@@ -43,7 +43,7 @@ FILES = {
 
 
         class EchoBackend:
-            def __init__(self, backend_cfg, run_cfg):
+            def __init__(self, backend_cfg, run=None):
                 self.cfg = backend_cfg
 
             def load(self, source, precision, gpus):

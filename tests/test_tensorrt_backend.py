@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.fakes.trt_standin import standin
 
+from lem.backends.base import RunContext
 from lem.backends.tensorrt import engine as engines
 from lem.backends.tensorrt.backend import TensorRTBackend, sampling_kwargs
 from lem.models.source import ModelSource
@@ -47,7 +48,7 @@ def checkpoint(tmp_path) -> ModelSource:
 def _backend(compose, tmp_path, *overrides):
     cfg = compose(["backend=tensorrt", "precision=bf16", f"cache_dir={tmp_path}", *overrides])
     cfg.gpus = list(cfg.gpus) if cfg.gpus != "auto" else [0]
-    return TensorRTBackend(cfg.backend, cfg), cfg
+    return TensorRTBackend(cfg.backend, RunContext.of(cfg)), cfg
 
 
 def _run(backend, source, cfg):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tests.fakes.trt_standin import FAKES, standin
 
+from lem.backends.base import RunContext
 from lem.backends.tensorrt import engine as engines
 from lem.backends.tensorrt.backend import TensorRTBackend
 from lem.config.validate import ConfigError, validate
@@ -77,7 +78,7 @@ def _load_like_the_runner(compose, tmp_path, source):
     cfg = _cfg(compose, "backend.workflow=engine", f"cache_dir={tmp_path}", "energy.sample_period_s=0",
                "energy.cpu=none")
     inst, result = Instruments(cfg, None), Result()
-    backend = TensorRTBackend(cfg.backend, cfg)
+    backend = TensorRTBackend(cfg.backend, RunContext.of(cfg))
     try:
         runner._engine_build(backend, source, cfg, inst, result)
         with inst.recorder.window("model_load"):

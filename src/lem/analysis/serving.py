@@ -8,9 +8,9 @@ running (the median over the engine samples with any running: ramp-up is over) t
 (backend.engine_state_period_s). The median, not the peak, because under open-loop arrivals
 (poisson, fixed_rate) the peak is a momentary spike: on an H100 at 4 req/s the peak span was 0.1 s
 of a 16 s cycle, while the typical level held for most of it. With every request arriving at once
-the median is the full batch, so the span is the full-batch span. Its energy is the integral of the sampled instantaneous
-GPU power over that span, since the energy counter is read only at window edges; the whole cycle's
-energy is the counter's, as for every window.
+the median is the full batch, so the span is the full-batch span. Its energy is the integral of
+the sampled instantaneous GPU power over that span, since the energy counter is read only at window
+edges; the whole cycle's energy is the counter's, as for every window.
 """
 
 from __future__ import annotations

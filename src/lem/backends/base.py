@@ -47,6 +47,30 @@ class GpuMemory:
     peak_reserved_mb: Optional[float]
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """All a backend sees of the run beyond its own config section (`backend.*`) and what each
+    call hands it (model, precision, GPUs, requests): where caches go, how requests arrive, and
+    whether it is one rank of a tensor-parallel group. Built by the runner from the composed
+    config (`RunContext.of`); None in a test or benchmark means the defaults below."""
+
+    cache_dir: Optional[str] = None  # models written once (random checkpoints, config-only dirs)
+    batching: Optional[Any] = None  # the batching group: strategy, arrival, rate, concurrency
+    tensor_parallel: bool = False  # this process is one rank of a torch.distributed group
+
+    @classmethod
+    def of(cls, cfg) -> RunContext:
+        return cls(cache_dir=str(cfg.cache_dir), batching=cfg.batching)
+
+    @property
+    def serving(self) -> bool:
+        """batching=continuous: requests arrive over time instead of in offline batches."""
+        return self.batching is not None and self.batching.strategy == "continuous"
+
+
+NO_RUN = RunContext()
+
+
 class Backend(Protocol):
     """What every backend does. Anything more is a capability below, which the runner asks for
     by type (isinstance on a runtime-checkable protocol), never by probing attribute names."""

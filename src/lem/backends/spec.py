@@ -47,11 +47,11 @@ class BackendSpec:
     env_vars: tuple[str, ...] = ()  # environment variables a result records (never secrets)
     worker_processes: bool = False  # workers exchange data through /dev/shm (pre-flight sizes it)
     preflight: Optional[Callable[[Any, Any], list]] = None  # (cfg, host) -> its machine Checks
-    # (backend_cfg, run_cfg) -> the Backend, where the choice depends on the config (parallel)
+    # (backend_cfg, RunContext) -> the Backend, where the choice depends on the config (parallel)
     make: Optional[Callable[[Any, Any], Any]] = None
 
-    def make_backend(self, backend_cfg, run_cfg):
+    def make_backend(self, backend_cfg, run=None):
         if self.make is not None:
-            return self.make(backend_cfg, run_cfg)
+            return self.make(backend_cfg, run)
         module, _, cls = self.backend.partition(":")
-        return getattr(importlib.import_module(module), cls)(backend_cfg, run_cfg)
+        return getattr(importlib.import_module(module), cls)(backend_cfg, run)

@@ -86,13 +86,14 @@ def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
 
 def _phases(cfg: DictConfig, result: Result, inst) -> None:
     from lem.backends import make_backend
+    from lem.backends.base import RunContext
     from lem.machine import devices
     from lem.machine.environment import snapshot
 
     with _phase(result, "imports_and_workload"):
         source, batches = _workload(cfg)
         devices.check_cuda(cfg.gpus)
-        backend = make_backend(cfg.backend, cfg)
+        backend = make_backend(cfg.backend, RunContext.of(cfg))
     try:
         log.info("loading model=%s (%s) on gpus=%s", source.name, source.kind, list(cfg.gpus))
         _engine_build(backend, source, cfg, inst, result)

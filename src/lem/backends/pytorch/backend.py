@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Optional
 
-from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
+from lem.backends.base import NO_RUN, BatchRecord, GpuMemory, PrecisionInfo, RunContext
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 
@@ -28,27 +28,27 @@ _BNB = {"bnb-int8": ("int8", "LLM.int8 (bitsandbytes)"), "bnb-int4": ("int4-nf4"
 
 
 class PyTorchBackend:
-    def __init__(self, backend_cfg, run_cfg):
+    def __init__(self, backend_cfg, run: Optional[RunContext] = None):
         self.cfg = backend_cfg
+        run = run or NO_RUN
         # a random-weight model quantized by bitsandbytes is written here once as a checkpoint
-        self.cache_dir = run_cfg.cache_dir if run_cfg is not None else None
+        self.cache_dir = run.cache_dir
+        # one rank of a torch.distributed group (lem.backends.pytorch.parallel): load() places
+        # this rank's shard through transformers' tp_plan="auto"
+        self.tensor_parallel = run.tensor_parallel
         self.gpus: list[int] = []
         self.model = None
         self.pad_id = 0
         self.eos_ids: set[int] = set()
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, source: ModelSource, precision, gpus: list[int],
-             tensor_parallel: bool = False) -> PrecisionInfo:
-        """`tensor_parallel`: this process is one rank of a torch.distributed group
-        (lem.backends.pytorch.parallel) and loads its shard through transformers' tp_plan="auto"."""
+    def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo:
         import os
 
         import torch
 
         self.gpus = list(gpus)
-        self.tensor_parallel = tensor_parallel
-        rank = int(os.environ.get("LOCAL_RANK", 0)) if tensor_parallel else 0
+        rank = int(os.environ.get("LOCAL_RANK", 0)) if self.tensor_parallel else 0
         self.device = torch.device(f"cuda:{rank}" if gpus else "cpu")
         if gpus:
             torch.cuda.set_device(self.device)
@@ -76,7 +76,7 @@ class PyTorchBackend:
         optional = {"attn_implementation": c.attn_implementation, "revision": source.revision,
                     "max_memory": _max_memory(c.max_memory)}
         kwargs.update({k: v for k, v in optional.items() if v is not None})
-        if getattr(self, "tensor_parallel", False):  # every rank places its own shard
+        if self.tensor_parallel:  # every rank places its own shard
             del kwargs["device_map"]
             kwargs.update(_tp_plan_kwargs())
         if precision.quantization:
@@ -221,7 +221,7 @@ class PyTorchBackend:
     def _devices(self) -> list[tuple[int, int]]:
         """(torch index, physical index) of the GPUs this process drives: a tensor-parallel rank
         drives only its own (touching the others would create CUDA contexts there)."""
-        if getattr(self, "tensor_parallel", False) and self.gpus:
+        if self.tensor_parallel and self.gpus:
             return [(self.device.index, self.gpus[self.device.index])]
         return list(enumerate(self.gpus))
 

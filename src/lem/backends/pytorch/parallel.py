@@ -26,10 +26,11 @@ import multiprocessing as mp
 import os
 import socket
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from lem.backends.base import BatchRecord, GpuMemory, PrecisionInfo
+from lem.backends.base import NO_RUN, BatchRecord, GpuMemory, PrecisionInfo, RunContext
 
 log = logging.getLogger(__name__)
 MODES = ("data", "tensor")
@@ -40,9 +41,9 @@ class WorkerError(RuntimeError):
 
 
 class ParallelBackend:
-    def __init__(self, backend_cfg, run_cfg):
+    def __init__(self, backend_cfg, run: Optional[RunContext] = None):
         self.cfg = backend_cfg
-        self.run_cfg = run_cfg
+        self.run = run or NO_RUN
         self.mode = backend_cfg.parallel
         self.workers: list[_Worker] = []
         self.random_checkpoint_write_s: Optional[float] = None  # None: not written by this run
@@ -52,14 +53,14 @@ class ParallelBackend:
         size = len(gpus) or int(self.cfg.parallel_size or 0)
         inner = _inner_cfg(self.cfg)
         port = _free_port() if self.mode == "tensor" else None
-        self.workers = [_Worker.start(rank, size, self.mode, gpus, inner, self.run_cfg, port)
+        self.workers = [_Worker.start(rank, size, self.mode, gpus, inner, self.run, port)
                         for rank in range(size)]
         if self.mode == "tensor" and source.path is None:  # tp_plan loads from a checkpoint
             from dataclasses import replace
 
             # rank 0 writes it, on its first GPU where there is one (seconds, not minutes)
             path, self.random_checkpoint_write_s = self._one(
-                0, ("random_checkpoint", self.run_cfg.cache_dir, source.config, source.seed,
+                0, ("random_checkpoint", self.run.cache_dir, source.config, source.seed,
                     precision.dtype))
             source = replace(source, path=str(path))
         infos = self._all(("load", source, precision))
@@ -142,13 +143,13 @@ class _Worker:
         self.rank, self.gpus, self.proc, self.conn = rank, gpus, proc, conn
 
     @classmethod
-    def start(cls, rank, size, mode, gpus, inner_cfg, run_cfg, port) -> _Worker:
+    def start(cls, rank, size, mode, gpus, inner_cfg, run, port) -> _Worker:
         mine = gpus if mode == "tensor" else gpus[rank:rank + 1]
         env = _worker_env(rank, size, mode, mine, port)
         ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA state
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_serve, name=f"lem-{mode}-rank{rank}", daemon=True,
-                           args=(child, env, inner_cfg, run_cfg, mine, rank, mode))
+                           args=(child, env, inner_cfg, run, mine, rank, mode))
         proc.start()
         child.close()
         return cls(rank, mine, proc, parent)
@@ -207,10 +208,10 @@ def _free_port() -> int:
 
 
 # -- the worker process ------------------------------------------------------------------------
-def _serve(conn, env, inner_cfg, run_cfg, gpus, rank, mode) -> None:
+def _serve(conn, env, inner_cfg, run, gpus, rank, mode) -> None:
     os.environ.update(env)  # before torch is imported: CUDA sees exactly this worker's GPUs
     try:
-        backend = _make_inner(inner_cfg, run_cfg, mode, rank, len(gpus))
+        backend = _make_inner(inner_cfg, run, mode, rank, len(gpus))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
@@ -226,7 +227,7 @@ def _serve(conn, env, inner_cfg, run_cfg, gpus, rank, mode) -> None:
             conn.send(("error", traceback.format_exc()))
 
 
-def _make_inner(inner_cfg, run_cfg, mode, rank, n_gpus):
+def _make_inner(inner_cfg, run, mode, rank, n_gpus):
     import torch
 
     from lem.backends import make_backend
@@ -235,14 +236,14 @@ def _make_inner(inner_cfg, run_cfg, mode, rank, n_gpus):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if mode == "tensor":
         torch.distributed.init_process_group("nccl" if n_gpus else "gloo")
-    return make_backend(inner_cfg, run_cfg)
+    return make_backend(inner_cfg, replace(run, tensor_parallel=(mode == "tensor")))
 
 
 def _handle(conn, backend, msg, gpus, mode) -> None:
     op = msg[0]
     if op == "load":
         # data: this worker's one GPU; tensor: all of them (the backend places its rank's shard)
-        conn.send(("ok", backend.load(msg[1], msg[2], gpus, tensor_parallel=(mode == "tensor"))))
+        conn.send(("ok", backend.load(msg[1], msg[2], gpus)))
     elif op == "generate":
         conn.send(("ok", backend.generate(msg[1], msg[2])))
     elif op == "random_checkpoint":

@@ -5,15 +5,15 @@ from lem.backends.pytorch.config import PyTorchConfig
 from lem.backends.spec import BackendSpec
 
 
-def _make(backend_cfg, run_cfg):
+def _make(backend_cfg, run=None):
     """backend.parallel=data|tensor: worker processes hold the model (lem.backends.pytorch.parallel)."""
     if backend_cfg.get("parallel"):
         from lem.backends.pytorch.parallel import ParallelBackend
 
-        return ParallelBackend(backend_cfg, run_cfg)
+        return ParallelBackend(backend_cfg, run)
     from lem.backends.pytorch.backend import PyTorchBackend
 
-    return PyTorchBackend(backend_cfg, run_cfg)
+    return PyTorchBackend(backend_cfg, run)
 
 
 SPEC = BackendSpec(

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from lem.backends.base import BatchRecord, PrecisionInfo
+from lem.backends.base import NO_RUN, BatchRecord, PrecisionInfo, RunContext
 from lem.backends.scheduler import schedule
 from lem.backends.tensorrt import engine as engines
 from lem.models.source import ModelSource
@@ -87,10 +87,10 @@ def sampling_kwargs(r: Request, forced: bool, detokenize: bool, end_id: Optional
 
 
 class TensorRTBackend:
-    def __init__(self, backend_cfg, run_cfg):
+    def __init__(self, backend_cfg, run: Optional[RunContext] = None):
         self.cfg = backend_cfg
-        self.run_cfg = run_cfg
-        self.cache_dir = run_cfg.cache_dir if run_cfg is not None else "."
+        self.run = run or NO_RUN
+        self.cache_dir = self.run.cache_dir or "."
         self.llm = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.gpus: list[int] = []
@@ -217,8 +217,7 @@ class TensorRTBackend:
     async def _batch(self, batch: list[Request], forced: bool) -> BatchRecord:
         """Offline: the whole batch at once. Serving (batching=continuous): each request at its
         arrival time, at most max_concurrency in flight; TensorRT-LLM batches them in flight."""
-        b = self.run_cfg.batching if self.run_cfg is not None else None
-        serving = b is not None and b.strategy == "continuous"
+        b, serving = self.run.batching, self.run.serving
         t0, streams = await schedule(batch, b, lambda r: self._tokens(r, forced))
         return BatchRecord(t0, [len(ids) for _, (ids, _) in streams], [t for _, (_, t) in streams],
                            request_submit_s=[s for s, _ in streams] if serving else None,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from lem.backends.base import BatchRecord, PrecisionInfo
+from lem.backends.base import NO_RUN, BatchRecord, PrecisionInfo, RunContext
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 
@@ -97,10 +97,10 @@ def sampling_kwargs(r: Request, forced: bool, detokenize: bool) -> dict[str, Any
 
 
 class VLLMBackend:
-    def __init__(self, backend_cfg, run_cfg):
+    def __init__(self, backend_cfg, run: Optional[RunContext] = None):
         self.cfg = backend_cfg
-        self.run_cfg = run_cfg
-        self.serving = run_cfg is not None and run_cfg.batching.strategy == "continuous"
+        self.run = run or NO_RUN
+        self.serving = self.run.serving
         self.engine = None
         self.server = None  # lem.backends.vllm.serve.Server in serving mode
         self.gpus: list[int] = []
@@ -115,7 +115,7 @@ class VLLMBackend:
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, source: ModelSource, precision, gpus: list[int]) -> PrecisionInfo:
-        self._environment()
+        self._environment(gpus)
         from lem.backends.vllm.setup import check_platform
         from lem.backends.vllm.state import EngineStateLog, stat_logger_factory
 
@@ -139,12 +139,11 @@ class VLLMBackend:
         self._read_loaded(kwargs)
         return self._precision_info()
 
-    def _environment(self) -> None:
+    def _environment(self, gpus: list[int]) -> None:
         """Before vLLM is imported: where its caches go, and how its engine core starts."""
         from lem.backends.vllm.setup import engine_environment
 
-        cache = Path(self.run_cfg.cache_dir).expanduser() if self.run_cfg is not None else None
-        gpus = list(self.run_cfg.gpus) if self.run_cfg is not None else []
+        cache = Path(self.run.cache_dir).expanduser() if self.run.cache_dir is not None else None
         for key, value in engine_environment(cache, bool(gpus), self.cfg.in_process).items():
             if key == "VLLM_ENABLE_V1_MULTIPROCESSING":  # backend.in_process is the config's word
                 os.environ[key] = value
@@ -182,7 +181,7 @@ class VLLMBackend:
         from lem.backends.vllm.setup import W8A8_INT8, config_only_dir
 
         quant = W8A8_INT8 if self.precision.quantization == "bnb-int8" else None
-        return config_only_dir(source, self.run_cfg.cache_dir, quant)
+        return config_only_dir(source, self.run.cache_dir, quant)
 
     def _precision_info(self) -> PrecisionInfo:
         p = self.precision

@@ -22,7 +22,7 @@ class Server:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.backend = backend
-        self.batching = backend.run_cfg.batching
+        self.batching = backend.run.batching
         self.loop = asyncio.new_event_loop()
 
         async def start():
