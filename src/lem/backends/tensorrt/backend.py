@@ -36,6 +36,7 @@ from typing import Any, Optional
 from lem.backends.base import BatchRecord, PrecisionInfo
 from lem.backends.scheduler import schedule
 from lem.backends.tensorrt import engine as engines
+from lem.config.plain import plain
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 
@@ -59,7 +60,7 @@ def runtime_kwargs(c, precision, gpus: list[int], model_dir: str, random_weights
         for key in ("max_batch_size", "max_num_tokens", "max_seq_len"):  # engine: fixed at build
             if c[key] is not None:
                 kwargs[key] = c[key]
-    kwargs.update(_plain(c.llm_args) or {})
+    kwargs.update(plain(c.llm_args) or {})
     return kwargs
 
 
@@ -69,7 +70,7 @@ def build_kwargs(c, precision, gpus: list[int], checkpoint: str, random_weights:
                               "dtype": precision.dtype, "trust_remote_code": c.trust_remote_code}
     if random_weights:
         kwargs["skip_tokenizer_init"] = True
-    kwargs.update(_plain(c.llm_args) or {})
+    kwargs.update(plain(c.llm_args) or {})
     return kwargs
 
 
@@ -254,13 +255,3 @@ class TensorRTBackend:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
         self.loop = None
-
-
-def _plain(value):
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-

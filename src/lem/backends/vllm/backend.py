@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lem.backends.base import BatchRecord, PrecisionInfo
+from lem.config.plain import plain
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 
@@ -79,7 +80,7 @@ def engine_kwargs(c, source: ModelSource, precision, gpus: list[int], model_dir:
             kwargs[key] = c[key]
     if draws_weights(source, precision):  # weights drawn by vLLM from the config alone; no tokenizer
         kwargs.update(load_format="dummy", skip_tokenizer_init=True)
-    kwargs.update(_plain(c.engine_args) or {})
+    kwargs.update(plain(c.engine_args) or {})
     return kwargs
 
 
@@ -325,13 +326,3 @@ def vllm_version() -> Optional[str]:
     from lem.backends.vllm.setup import vllm_version as version
 
     return version()
-
-
-def _plain(value):
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
