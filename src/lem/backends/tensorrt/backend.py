@@ -38,10 +38,10 @@ from lem.backends.scheduler import schedule
 from lem.backends.tensorrt import engine as engines
 from lem.config.plain import plain
 from lem.models.source import ModelSource
+from lem.units import dtype_bytes
 from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
-_DTYPE_BYTES = {"float16": 2, "bfloat16": 2}
 _QUANT_BYTES_PER_PARAM = {"fp8": 1, "int8-weight-only": 1, "int4-weight-only": 0.5, "awq": 0.5}
 NO_END_ID = -1  # random-weight models have no tokenizer to name an end token: none ever ends
 
@@ -243,7 +243,7 @@ class TensorRTBackend:
         from lem.backends.vllm.setup import count_params
 
         arch, num_params = count_params(self.source)
-        per = _QUANT_BYTES_PER_PARAM.get(self.precision.quantization, _DTYPE_BYTES.get(self.precision.dtype))
+        per = _QUANT_BYTES_PER_PARAM.get(self.precision.quantization, dtype_bytes(self.precision.dtype))
         return {"num_params": num_params, "param_bytes": int(num_params * per), "arch": arch}
 
     # -- memory and teardown ---------------------------------------------------------------

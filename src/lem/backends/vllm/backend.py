@@ -24,6 +24,7 @@ from typing import Any, Optional
 from lem.backends.base import BatchRecord, PrecisionInfo
 from lem.config.plain import plain
 from lem.models.source import ModelSource
+from lem.units import dtype_bytes
 from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ W8A8_INT8_NOTE = ("W8A8 int8 (compressed-tensors): int8 weights per output chann
                   "norms in the precision's dtype")
 WORKER_EXTENSION = "lem.backends.vllm.worker.LemWorkerExtension"
 _QUANT_BYTES_PER_PARAM = {"fp8": 1, "bnb-int8": 1}  # when the workers cannot be asked: 1 byte
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def monotonic_to_perf_counter() -> tuple[float, str]:
@@ -269,7 +269,7 @@ class VLLMBackend:
         elif q:
             param_bytes = sum(f.stat().st_size for f in Path(self.source.path).glob("*.safetensors"))
         else:
-            param_bytes = num_params * _DTYPE_BYTES[self.precision.dtype]
+            param_bytes = num_params * dtype_bytes(self.precision.dtype)
         return {"num_params": num_params, "param_bytes": param_bytes, "arch": arch}
 
     # -- memory and teardown ---------------------------------------------------------------
