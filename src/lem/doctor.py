@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from lem.checks import preflight
-from lem.checks.preflight import Check
+from lem.checks.preflight import PreflightCheck
 from lem.config import local as local_config
 from lem.machine import inventory
 
@@ -99,39 +99,40 @@ def local_row(cfg) -> inventory.Row:
     return inventory.Row("local settings", "ok", f"{path}; in effect: {settings}")
 
 
-def needs(cfg, host, nvml: inventory.NvmlState) -> list[Check]:
+def needs(cfg, host, nvml: inventory.NvmlState) -> list[PreflightCheck]:
     from lem.config.validate import ConfigError, validate
 
     try:
         validate(cfg, host)
-        checks = [Check("config", "pass", "valid")]
+        checks = [PreflightCheck("config", "pass", "valid")]
     except ConfigError as exc:
-        checks = [Check("config", "fail", p) for p in exc.problems]
+        checks = [PreflightCheck("config", "fail", p) for p in exc.problems]
     out_dir = Path(cfg.hydra.run.dir)
     return [*checks, *preflight.run_checks(cfg, host, out_dir), *energy_checks(cfg, nvml),
             *launcher_checks(cfg)]
 
 
-def energy_checks(cfg, nvml: inventory.NvmlState) -> list[Check]:
+def energy_checks(cfg, nvml: inventory.NvmlState) -> list[PreflightCheck]:
     checks = []
     if cfg.energy.meter == "nvml" and cfg.gpus:
         for g in (g for g in nvml.gpus if g.index in cfg.gpus):
             if not g.energy_counter:
-                checks.append(Check("energy_counter", "warn", f"GPU {g.index} has no NVML energy "
-                                    f"counter (MIG {'on' if g.mig else 'off'}): energy will be null",
-                                    "disable MIG on the measured GPUs, or accept power-only readings"))
+                checks.append(PreflightCheck("energy_counter", "warn", f"GPU {g.index} has no NVML energy "
+                                             f"counter (MIG {'on' if g.mig else 'off'}): energy will be null",
+                                             "disable MIG on the measured GPUs, or accept power-only readings"))
     return checks  # energy.cpu=rapl is checked by pre-flight (lem.checks.preflight.check_rapl)
 
 
-def launcher_checks(cfg) -> list[Check]:
+def launcher_checks(cfg) -> list[PreflightCheck]:
     choices = cfg.hydra.runtime.choices
     launcher, sweeper = choices.get("hydra/launcher"), choices.get("hydra/sweeper")
     checks = []
     if launcher in SLURM_LAUNCHERS:
         row = inventory.slurm_row()
         if row.state != "ok":
-            checks.append(Check("slurm", "fail", f"hydra/launcher={launcher}: {row.detail}",
-                                "install the SLURM client (sbatch, sacct) on this node, or run locally"))
+            checks.append(PreflightCheck("slurm", "fail", f"hydra/launcher={launcher}: {row.detail}",
+                                         "install the SLURM client (sbatch, sacct) on this node, "
+                                         "or run locally"))
         checks += _plugin_check("hydra_plugins.hydra_submitit_launcher", f"hydra/launcher={launcher}",
                                 "pip install 'lem[slurm]'")
     if sweeper == "optuna":
@@ -140,30 +141,30 @@ def launcher_checks(cfg) -> list[Check]:
     return checks
 
 
-def import_checks(backend: str, imports: list[inventory.Row]) -> list[Check]:
+def import_checks(backend: str, imports: list[inventory.Row]) -> list[PreflightCheck]:
     """With --import: the run's engine must import, not merely be installed."""
     module = inventory.ENGINES.get(backend, (None, None))[0]
     row = next((r for r in imports if r.item == f"import {module}"), None)
     if row is None:
         return []
     if row.state == "ok":
-        return [Check("engine_import", "pass", f"{module} {row.detail}")]
-    return [Check("engine_import", "fail", f"backend={backend}: `import {module}` {row.detail}",
-                  "reinstall the engine with a torch/CUDA it was built for (pip install "
-                  "'lem[<backend>]' in a fresh venv), or use its container (README: Containers)")]
+        return [PreflightCheck("engine_import", "pass", f"{module} {row.detail}")]
+    return [PreflightCheck("engine_import", "fail", f"backend={backend}: `import {module}` {row.detail}",
+                           "reinstall the engine with a torch/CUDA it was built for (pip install "
+                           "'lem[<backend>]' in a fresh venv), or use its container (README: Containers)")]
 
 
-def _plugin_check(module: str, what: str, fix: str) -> list[Check]:
+def _plugin_check(module: str, what: str, fix: str) -> list[PreflightCheck]:
     if inventory._has_module(module):
-        return [Check("plugin", "pass", f"{what}: {module.split('.')[-1]} installed")]
-    return [Check("plugin", "fail", f"{what} needs {module.split('.')[-1]}", fix)]
+        return [PreflightCheck("plugin", "pass", f"{what}: {module.split('.')[-1]} installed")]
+    return [PreflightCheck("plugin", "fail", f"{what} needs {module.split('.')[-1]}", fix)]
 
 
 def render_rows(rows: list[inventory.Row]) -> str:
     return "\n".join(f"  {r.item:<28} {r.state:<8} {r.detail}" for r in rows)
 
 
-def render_checks(checks: list[Check]) -> str:
+def render_checks(checks: list[PreflightCheck]) -> str:
     lines = []
     for c in checks:
         lines.append(f"  {c.verdict.upper():<8} {c.name:<18} {c.detail}")
@@ -172,7 +173,7 @@ def render_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def verdict_line(failed: list[Check], checks: list[Check]) -> str:
+def verdict_line(failed: list[PreflightCheck], checks: list[PreflightCheck]) -> str:
     warned = sum(c.verdict == "warn" for c in checks)
     if failed:
         names = ", ".join(sorted({c.name for c in failed}))

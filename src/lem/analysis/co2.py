@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-J_PER_KWH = 3.6e6
+from lem.units import J_PER_KWH
+
 METHOD = "estimate: energy x grid carbon intensity"
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lem.units import dtype_bytes, normalise_dtype
+
 
 @dataclass(frozen=True)
 class GpuPeak:
@@ -72,18 +74,6 @@ GPU_PEAKS: tuple[GpuPeak, ...] = (
             "BF16/FP16 tensor with FP32 accumulate dense (330.4 with sparsity; FP16 with FP16 accumulate 330.3 "
             "dense, not what PyTorch GEMMs use), 82.6 TFLOPS FP32"),
 )
-
-_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16",
-           "float32": "fp32", "fp32": "fp32", "float": "fp32"}
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
-
-
-def normalise_dtype(dtype: Optional[str]) -> Optional[str]:
-    """"bfloat16", "torch.bfloat16", "bf16" -> "bf16" (likewise fp16, fp32); None for anything else."""
-    if dtype is None:
-        return None
-    return _DTYPES.get(str(dtype).lower().removeprefix("torch."))
-
 
 def gpu_peak(gpu_name: Optional[str]) -> Optional[GpuPeak]:
     """The peak table's entry for an NVML device name, e.g. "NVIDIA H200"; None if not in the table."""
@@ -188,7 +178,7 @@ def decode_roofline(gpu_name: Optional[str], dtype: str, param_bytes: int, num_p
                       "num_attention_heads, hidden_size")
         return out
     dtype_key = normalise_dtype(dtype)
-    elem = kv_dtype_bytes or DTYPE_BYTES.get(dtype_key)
+    elem = kv_dtype_bytes or dtype_bytes(dtype)
     if elem is None:
         out.reason = f"KV cache element size unknown for dtype {dtype!r}: pass kv_dtype_bytes"
         return out

@@ -18,8 +18,11 @@ _THROTTLE_NAMES = {SW_POWER_CAP: "sw_power_cap", HW_SLOWDOWN: "hw_slowdown",
 
 @dataclass
 class Check:
+    """One named verdict and what it saw: lem's one check type. result.json's validity.checks holds
+    these as they are; pre-flight (lem.checks.preflight.PreflightCheck) adds the fix it shows."""
+
     name: str
-    verdict: str  # pass | warn | fail | skipped
+    verdict: str  # pass | warn | fail | skipped (the module docstring says what each means)
     detail: str
 
 

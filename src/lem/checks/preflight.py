@@ -4,8 +4,9 @@
 or a model loads; `python -m lem.doctor` shows the same checks for a configuration without
 running it. Validation (lem.config.validate) already refuses GPUs that do not exist, a backend whose
 engine is not installed and options an engine cannot honour; the checks here read the machine.
-Each verdict is pass, warn, fail or skipped (the vocabulary of lem.analysis.validity); every fail names
-the check, the config key where one applies, and the fix. Nothing here imports torch or an engine.
+Each check is a PreflightCheck: lem.analysis.validity's Check (verdict pass, warn, fail or skipped)
+with a fix; every fail names the check, the config key where one applies, and the fix. Nothing here
+imports torch or an engine.
 
 The system is read through seams that tests replace: NVML (LEM_NVML_MODULE), CUDA_PROBE (the
 command that initialises CUDA in a child process), statvfs (the /dev/shm size) and disk_usage.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from lem.analysis.validity import Check
 from lem.backends.registry import SPECS
 from lem.machine.host import HostInfo
 
@@ -42,10 +44,10 @@ FOREIGN_POLICIES = ("warn", "refuse", "ignore")
 
 
 @dataclass
-class Check:
-    name: str
-    verdict: str  # pass | warn | fail | skipped
-    detail: str
+class PreflightCheck(Check):
+    """A check of the machine before the run: validity's Check (name, verdict, detail) plus the fix
+    to show the user. result.json gets only a warning's line(), so `fix` adds nothing to its shape."""
+
     fix: str = ""
 
     def line(self) -> str:
@@ -56,7 +58,7 @@ class Check:
 class PreflightError(RuntimeError):
     """The machine cannot run this configuration; the message lists every failed check and fix."""
 
-    def __init__(self, failed: list[Check]):
+    def __init__(self, failed: list[PreflightCheck]):
         self.failed = failed
         lines = "\n".join(f"  - {c.line()}" for c in failed)
         super().__init__(f"pre-flight failed ({len(failed)} check(s)); nothing was loaded:\n{lines}\n"
@@ -75,7 +77,7 @@ def enforce(cfg, host: HostInfo, out_dir: Path) -> list[str]:
     return warnings
 
 
-def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
+def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[PreflightCheck]:
     """The checks for `cfg` (its `gpus` already resolved to a list) on this machine."""
     gpus, backend, p = list(cfg.gpus), cfg.backend.name, cfg.preflight
     spec = SPECS.get(backend)
@@ -92,34 +94,35 @@ def run_checks(cfg, host: HostInfo, out_dir: Path) -> list[Check]:
     ]
 
 
-def check_rapl(cpu: str) -> Check:
+def check_rapl(cpu: str) -> PreflightCheck:
     """energy.cpu=rapl promises CPU energy from RAPL: a machine that cannot read it fails here
     instead of ending `ok` with CPU energy null."""
     if cpu != "rapl":
-        return Check("rapl", "skipped", f"energy.cpu={cpu}")
+        return PreflightCheck("rapl", "skipped", f"energy.cpu={cpu}")
     from lem.machine.inventory import rapl_row  # inventory builds on this module
 
     row = rapl_row()
     if row.state == "ok":
-        return Check("rapl", "pass", f"energy.cpu=rapl: {row.detail}")
-    return Check("rapl", "fail", f"energy.cpu=rapl but RAPL is unreadable: {row.detail}",
-                 "energy.cpu=auto measures RAPL where readable, else labels an estimate; "
-                 "energy.cpu=none measures no CPU energy")
+        return PreflightCheck("rapl", "pass", f"energy.cpu=rapl: {row.detail}")
+    return PreflightCheck("rapl", "fail", f"energy.cpu=rapl but RAPL is unreadable: {row.detail}",
+                          "energy.cpu=auto measures RAPL where readable, else labels an estimate; "
+                          "energy.cpu=none measures no CPU energy")
 
 
-def check_torch_cuda(gpus: list[int]) -> Check:
+def check_torch_cuda(gpus: list[int]) -> PreflightCheck:
     """A CPU-only torch cannot use the GPUs whatever the driver says; read its build without
     importing it (torch/version.py holds `cuda = '12.8'`, or None for a CPU build)."""
     if not gpus:
-        return Check("torch_cuda", "skipped", "gpus=[]: a CPU run")
+        return PreflightCheck("torch_cuda", "skipped", "gpus=[]: a CPU run")
     version, cuda = torch_build()
     if version is None:
-        return Check("torch_cuda", "skipped", "torch is not installed")
+        return PreflightCheck("torch_cuda", "skipped", "torch is not installed")
     if cuda is None:
-        return Check("torch_cuda", "fail", f"gpus={gpus} but torch {version} is a CPU-only build",
-                     "install a CUDA build of torch (pip install torch without `-c constraints.txt`, "
-                     "or from https://download.pytorch.org/whl/cu128), use a container, or set gpus=[]")
-    return Check("torch_cuda", "pass", f"torch {version} built for CUDA {cuda}")
+        return PreflightCheck("torch_cuda", "fail", f"gpus={gpus} but torch {version} is a CPU-only build",
+                              "install a CUDA build of torch (pip install torch without `-c constraints.txt`, "
+                              "or from https://download.pytorch.org/whl/cu128), use a container, "
+                              "or set gpus=[]")
+    return PreflightCheck("torch_cuda", "pass", f"torch {version} built for CUDA {cuda}")
 
 
 def torch_build() -> tuple[Optional[str], Optional[str]]:
@@ -140,28 +143,29 @@ def parse_torch_version(path: Path) -> tuple[Optional[str], Optional[str]]:
     return (version.group(1) if version else "unknown"), (cuda.group(1) if cuda else None)
 
 
-def check_cuda(gpus: list[int], timeout_s: float) -> Check:
+def check_cuda(gpus: list[int], timeout_s: float) -> PreflightCheck:
     """Initialise the CUDA driver in a child process that sees exactly `gpus`, with a timeout."""
     if not gpus:
-        return Check("cuda", "skipped", "gpus=[]: a CPU run")
+        return PreflightCheck("cuda", "skipped", "gpus=[]: a CPU run")
     env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
     answer = cuda_probe(timeout_s, env)
     if answer.get("timeout"):
-        return Check("cuda", "fail", f"CUDA initialisation did not finish within {timeout_s:g} s (hung)",
-                     "check that `nvidia-smi` answers; in a container, start it with GPU access "
-                     "(NVIDIA Container Toolkit; compose GPU reservation or docker run --gpus all); "
-                     "if init is only slow, raise preflight.cuda_init_timeout_s")
+        return PreflightCheck("cuda", "fail", f"CUDA initialisation did not finish within {timeout_s:g} s "
+                              "(hung)",
+                              "check that `nvidia-smi` answers; in a container, start it with GPU access "
+                              "(NVIDIA Container Toolkit; compose GPU reservation or docker run --gpus all); "
+                              "if init is only slow, raise preflight.cuda_init_timeout_s")
     if not answer.get("ok"):
-        return Check("cuda", "fail", f"gpus={gpus} but CUDA is not usable: {probe_failure(answer)}",
-                     "install the NVIDIA driver, or in a container start it with GPU access (NVIDIA "
-                     "Container Toolkit; compose GPU reservation or docker run --gpus all); "
-                     "or set gpus=[] for a CPU run")
+        return PreflightCheck("cuda", "fail", f"gpus={gpus} but CUDA is not usable: {probe_failure(answer)}",
+                              "install the NVIDIA driver, or in a container start it with GPU access (NVIDIA "
+                              "Container Toolkit; compose GPU reservation or docker run --gpus all); "
+                              "or set gpus=[] for a CPU run")
     if answer["devices"] < len(gpus):
-        return Check("cuda", "fail", f"gpus={gpus} but CUDA sees {answer['devices']} of them "
-                     f"(CUDA_VISIBLE_DEVICES={answer.get('visible')!r})",
-                     "use indices from `nvidia-smi -L`; in a container, reserve those GPUs for it")
-    return Check("cuda", "pass", f"CUDA driver {answer['driver_cuda']} initialises {len(gpus)} GPU(s)")
+        return PreflightCheck("cuda", "fail", f"gpus={gpus} but CUDA sees {answer['devices']} of them "
+                              f"(CUDA_VISIBLE_DEVICES={answer.get('visible')!r})",
+                              "use indices from `nvidia-smi -L`; in a container, reserve those GPUs for it")
+    return PreflightCheck("cuda", "pass", f"CUDA driver {answer['driver_cuda']} initialises {len(gpus)} GPU(s)")
 
 
 def cuda_probe(timeout_s: float, env: Optional[dict] = None) -> dict:
@@ -185,79 +189,79 @@ def probe_failure(answer: dict) -> str:
     return f"the CUDA probe crashed ({error})"
 
 
-def check_foreign_processes(gpus: list[int], policy: str) -> Check:
+def check_foreign_processes(gpus: list[int], policy: str) -> PreflightCheck:
     """Other processes on the run's GPUs add their power to the measurement (validity fails)."""
     if policy not in FOREIGN_POLICIES:
-        return Check("foreign_processes", "fail", f"preflight.foreign_processes={policy} is unknown",
-                     f"choose one of {FOREIGN_POLICIES}")
+        return PreflightCheck("foreign_processes", "fail", f"preflight.foreign_processes={policy} is unknown",
+                              f"choose one of {FOREIGN_POLICIES}")
     if not gpus or policy == "ignore":
-        return Check("foreign_processes", "skipped",
-                     "gpus=[]: a CPU run" if not gpus else "preflight.foreign_processes=ignore")
+        return PreflightCheck("foreign_processes", "skipped",
+                              "gpus=[]: a CPU run" if not gpus else "preflight.foreign_processes=ignore")
     from lem.machine.devices import foreign_gpu_processes
 
     found = foreign_gpu_processes(gpus)
     if found is None:
-        return Check("foreign_processes", "skipped", "NVML cannot list the GPUs' processes")
+        return PreflightCheck("foreign_processes", "skipped", "NVML cannot list the GPUs' processes")
     others = {g: pids for g, pids in found.items() if pids}
     if not others:
-        return Check("foreign_processes", "pass", f"no other compute processes on GPU(s) {gpus}")
+        return PreflightCheck("foreign_processes", "pass", f"no other compute processes on GPU(s) {gpus}")
     verdict = "fail" if policy == "refuse" else "warn"
-    return Check("foreign_processes", verdict,
-                 f"other compute processes on the run's GPUs (GPU: PIDs) {others}; their power "
-                 f"lands in the measurement and the result will not be valid",
-                 "stop them or choose idle GPUs (nvidia-smi shows them); preflight.foreign_processes="
-                 "refuse makes this an error, =ignore silences it")
+    return PreflightCheck("foreign_processes", verdict,
+                          f"other compute processes on the run's GPUs (GPU: PIDs) {others}; their power "
+                          f"lands in the measurement and the result will not be valid",
+                          "stop them or choose idle GPUs (nvidia-smi shows them); preflight.foreign_processes="
+                          "refuse makes this an error, =ignore silences it")
 
 
-def check_shm(backend: str, min_shm_mb: float, parallel: Optional[str] = None) -> Check:
+def check_shm(backend: str, min_shm_mb: float, parallel: Optional[str] = None) -> PreflightCheck:
     """Worker processes exchange tensors through /dev/shm: the multi-process engines, and the
     PyTorch backend's worker per GPU (backend.parallel=data|tensor; NCCL/gloo use it too)."""
     if backend not in SHM_BACKENDS and not parallel:
-        return Check("shm", "skipped", f"backend={backend} runs in one process")
+        return PreflightCheck("shm", "skipped", f"backend={backend} runs in one process")
     who = f"backend={backend}" + (f" with backend.parallel={parallel}" if parallel else "")
     try:
         st = statvfs(SHM_PATH)
     except OSError as exc:
-        return Check("shm", "fail", f"{SHM_PATH} is not usable ({exc.strerror or exc})",
-                     "mount a tmpfs on /dev/shm; in Docker: --ipc=host or --shm-size=8g")
+        return PreflightCheck("shm", "fail", f"{SHM_PATH} is not usable ({exc.strerror or exc})",
+                              "mount a tmpfs on /dev/shm; in Docker: --ipc=host or --shm-size=8g")
     free_mb = st.f_frsize * st.f_bavail / 2**20
     size_mb = st.f_frsize * st.f_blocks / 2**20
     detail = f"{SHM_PATH}: {free_mb:.0f} MiB free of {size_mb:.0f} MiB"
     if free_mb < min_shm_mb:
-        return Check("shm", "fail", f"{detail}; {who} needs >= {min_shm_mb:.0f} MiB "
-                     f"(preflight.min_shm_mb): its worker processes exchange data through it",
-                     "in Docker run with --ipc=host or --shm-size=8g (compose: ipc: host or shm_size); "
-                     "on a host, remount it larger: sudo mount -o remount,size=8G /dev/shm")
-    return Check("shm", "pass", detail)
+        return PreflightCheck("shm", "fail", f"{detail}; {who} needs >= {min_shm_mb:.0f} MiB "
+                              f"(preflight.min_shm_mb): its worker processes exchange data through it",
+                              "in Docker run with --ipc=host or --shm-size=8g (compose: ipc: host or "
+                              "shm_size); on a host, remount it larger: sudo mount -o remount,size=8G /dev/shm")
+    return PreflightCheck("shm", "pass", detail)
 
 
-def check_container(backend: str) -> Check:
+def check_container(backend: str) -> PreflightCheck:
     """lem's images say which engine they carry (ENV LEM_CONTAINER); a run of another backend in
     one is routed to the wrong container (its engine is missing, or not the one pinned for it)."""
     image = os.environ.get("LEM_CONTAINER")
     if not image:
-        return Check("container", "skipped", "not in one of lem's containers")
+        return PreflightCheck("container", "skipped", "not in one of lem's containers")
     if image == backend:
-        return Check("container", "pass", f"backend={backend} in the lem-{image} container")
-    return Check("container", "warn", f"backend={backend} in the lem-{image} container, which is "
-                 f"built for backend={image}",
-                 f"run it in its own container: docker compose run --rm {backend} python -m lem "
-                 f"backend={backend} ...")
+        return PreflightCheck("container", "pass", f"backend={backend} in the lem-{image} container")
+    return PreflightCheck("container", "warn", f"backend={backend} in the lem-{image} container, which is "
+                          f"built for backend={image}",
+                          f"run it in its own container: docker compose run --rm {backend} python -m lem "
+                          f"backend={backend} ...")
 
 
-def check_disk(out_dir: Path, min_free_mb: float) -> Check:
+def check_disk(out_dir: Path, min_free_mb: float) -> PreflightCheck:
     where = existing_ancestor(Path(out_dir))
     try:
         free_mb = disk_usage(where).free / 2**20
     except OSError as exc:
-        return Check("disk", "fail", f"cannot read free space at {where}: {exc.strerror or exc}",
-                     "point output_root at a writable directory")
+        return PreflightCheck("disk", "fail", f"cannot read free space at {where}: {exc.strerror or exc}",
+                              "point output_root at a writable directory")
     if free_mb < min_free_mb:
-        return Check("disk", "fail", f"{free_mb:.0f} MiB free for {out_dir}; results need >= "
-                     f"{min_free_mb:.0f} MiB (preflight.min_free_disk_mb)",
-                     "free space there, or set output_root=<a roomier directory> (or in the local "
-                     "config group)")
-    return Check("disk", "pass", f"{free_mb / 1024:.1f} GiB free for {out_dir}")
+        return PreflightCheck("disk", "fail", f"{free_mb:.0f} MiB free for {out_dir}; results need >= "
+                              f"{min_free_mb:.0f} MiB (preflight.min_free_disk_mb)",
+                              "free space there, or set output_root=<a roomier directory> (or in the local "
+                              "config group)")
+    return PreflightCheck("disk", "pass", f"{free_mb / 1024:.1f} GiB free for {out_dir}")
 
 
 def existing_ancestor(path: Path) -> Path:

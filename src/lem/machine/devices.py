@@ -67,15 +67,17 @@ def wait_for_steady_temperature(gpus: list[int], max_s: float, range_c: float,
     `window_s`, at most `max_s`; returns what happened (None when not asked for or no NVML)."""
     if not gpus or max_s <= 0:
         return None
-    try:
-        from lem.machine import nvml as nvml_seam
+    from lem.machine import nvml as nvml_seam
 
-        nvml = nvml_seam.load()
-        nvml.nvmlInit()
+    try:
+        nvml = nvml_seam.start()
         handles = [nvml.nvmlDeviceGetHandleByIndex(g) for g in gpus]
-    except Exception as exc:
-        return {"waited_s": 0.0, "steady": False, "reason": f"NVML unavailable: {exc}"}
-    return _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s)
+    except Exception as exc:  # no NVML, or a GPU it cannot see: no gap, and the reason says why
+        return {"waited_s": 0.0, "steady": False, "reason": nvml_seam.unavailable(exc)}
+    try:
+        return _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s)
+    finally:
+        nvml.nvmlShutdown()
 
 
 def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> dict:
@@ -101,14 +103,13 @@ def foreign_gpu_processes(gpus: list[int], own_pids=()) -> Optional[dict[str, li
     (backend.parallel's workers); None when NVML cannot tell."""
     if not gpus:
         return None
-    try:
-        from lem.machine import nvml as nvml_seam
+    from lem.machine import nvml as nvml_seam
 
-        nvml = nvml_seam.load()
-        nvml.nvmlInit()
-        procs = {str(g): [p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(
-            nvml.nvmlDeviceGetHandleByIndex(g))] for g in gpus}
-    except Exception:
+    try:
+        with nvml_seam.session() as nvml:
+            procs = {str(g): [p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(
+                nvml.nvmlDeviceGetHandleByIndex(g))] for g in gpus}
+    except Exception:  # no NVML, or it cannot list processes: "cannot tell", never a failure
         return None
     own = own_process_tree() | set(own_pids)
     return {g: [pid for pid in pids if pid not in own] for g, pids in procs.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lem
+from lem.machine import nvml as nvml_seam
 from lem.machine.nvml import text as nvml_text
 
 _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID",
@@ -91,17 +92,11 @@ def _gpus(indices: list[int]) -> list[dict[str, Any]]:
     if not indices:
         return []
     try:
-        from lem.machine import nvml as nvml_seam
-
-        pynvml = nvml_seam.load()
-        pynvml.nvmlInit()
-    except Exception:
+        with nvml_seam.session() as pynvml:
+            driver = nvml_text(pynvml.nvmlSystemGetDriverVersion())
+            return [dict(_gpu(pynvml, i), driver=driver) for i in indices]
+    except nvml_seam.NvmlUnavailable:
         return []
-    try:
-        driver = nvml_text(pynvml.nvmlSystemGetDriverVersion())
-        return [dict(_gpu(pynvml, i), driver=driver) for i in indices]
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def _gpu(pynvml, index: int) -> dict[str, Any]:

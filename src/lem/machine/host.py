@@ -9,6 +9,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lem.machine import nvml as nvml_seam
 from lem.machine.nvml import text as nvml_text
 
 # Optional libraries a configuration may need; probed by import spec, not imported. Each engine's
@@ -50,16 +51,10 @@ def probe_host() -> HostInfo:
 
 def _probe_gpus() -> tuple[list[GpuInfo], Optional[str]]:
     try:
-        from lem.machine import nvml as nvml_seam
-
-        pynvml = nvml_seam.load()
-        pynvml.nvmlInit()
-    except Exception as exc:  # no driver, no library: a CPU machine
-        return [], f"NVML unavailable ({type(exc).__name__}: {exc})"
-    try:
-        return [_gpu_info(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())], None
-    finally:
-        pynvml.nvmlShutdown()
+        with nvml_seam.session() as pynvml:
+            return [_gpu_info(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())], None
+    except nvml_seam.NvmlUnavailable as exc:  # no driver, no library: a CPU machine
+        return [], nvml_seam.unavailable(exc)
 
 
 def _gpu_info(pynvml, index: int) -> GpuInfo:

@@ -18,6 +18,7 @@ from typing import Optional
 
 from lem.backends.registry import SPECS
 from lem.checks import preflight
+from lem.machine import nvml as nvml_seam
 from lem.machine.cuda_probe import cuda_version
 from lem.machine.nvml import text as nvml_text
 
@@ -60,18 +61,12 @@ SLURM_COMMANDS = ("sbatch", "sinfo", "sacct")
 
 def read_nvml() -> NvmlState:
     try:
-        from lem.machine import nvml as nvml_seam
-
-        nvml = nvml_seam.load()
-        nvml.nvmlInit()
-    except Exception as exc:  # no driver or no library: a CPU machine, or a container without GPUs
-        return NvmlState([], error=f"NVML unavailable ({type(exc).__name__}: {exc})")
-    try:
-        return NvmlState([_sensors(nvml, i) for i in range(nvml.nvmlDeviceGetCount())],
-                         driver=_try(lambda: nvml_text(nvml.nvmlSystemGetDriverVersion())),
-                         cuda=_try(lambda: cuda_version(nvml.nvmlSystemGetCudaDriverVersion())))
-    finally:
-        nvml.nvmlShutdown()
+        with nvml_seam.session() as nvml:
+            return NvmlState([_sensors(nvml, i) for i in range(nvml.nvmlDeviceGetCount())],
+                             driver=_try(lambda: nvml_text(nvml.nvmlSystemGetDriverVersion())),
+                             cuda=_try(lambda: cuda_version(nvml.nvmlSystemGetCudaDriverVersion())))
+    except nvml_seam.NvmlUnavailable as exc:  # no driver or library: a CPU machine, a container without GPUs
+        return NvmlState([], error=nvml_seam.unavailable(exc))
 
 
 def _sensors(nvml, index: int) -> GpuSensors:

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from lem.units import J_PER_KWH
+
 POWERCAP_ROOT = "/sys/class/powercap"
 CONTROL_TYPES = ("intel-rapl", "amd-rapl", "intel-rapl-mmio")  # first one present wins
 COUNTED_KINDS = ("package", "dram")  # the zones that make up total_j; a failure to read one is fatal
-J_PER_KWH = 3.6e6
 # A counter can only be unwrapped once between two reads. At this (generous) power one socket's
 # counter needs max_energy_range_uj / 1e6 / 500 s to wrap (~520 s for the common 262 kJ range).
 _WRAP_CHECK_W = 500.0

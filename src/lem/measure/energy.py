@@ -61,9 +61,9 @@ class NvmlMeter:
     def __init__(self, gpu_indices: list[int]):
         from lem.machine import nvml as nvml_seam
 
-        pynvml = nvml_seam.load()
+        # held for the meter's life, never shut down: window edges read it until the process ends
+        pynvml = nvml_seam.start()
         self._nvml = pynvml
-        pynvml.nvmlInit()
         self._indices = list(gpu_indices)
         self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in self._indices]
         self._uuids = [nvml_text(pynvml.nvmlDeviceGetUUID(h)) for h in self._handles]

@@ -79,12 +79,11 @@ def _sample_loop(gpus: list[int], period_s: float, out, stop) -> None:
 
     die_with_parent()  # an orphaned sampler would go on polling the next run's GPUs
     try:
-        nvml = nvml_seam.load()
-        nvml.nvmlInit()
+        nvml = nvml_seam.start()  # this process's own NVML, shut down when the loop ends
         handles = [(g, nvml.nvmlDeviceGetHandleByIndex(g)) for g in gpus]
         fallback = {g: _instant_power_mw(nvml, h) is None for g, h in handles}
     except Exception as exc:  # reported to the parent, which names the fix
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
+        out.put(("error", nvml_seam.describe(exc)))
         return
     out.put(("ready", fallback))
     next_t = time.monotonic()

@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any, Optional
 
 from lem.backends.base import NO_RUN, BatchRecord, GpuMemory, PrecisionInfo, RunContext
+from lem.config.plain import plain
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
 
@@ -71,7 +72,7 @@ class PyTorchBackend:
             "dtype": dtype,
             "low_cpu_mem_usage": c.low_cpu_mem_usage,
             "trust_remote_code": c.trust_remote_code,
-            "device_map": _plain(c.device_map) if c.device_map is not None else self.device,
+            "device_map": plain(c.device_map) if c.device_map is not None else self.device,
         }
         optional = {"attn_implementation": c.attn_implementation, "revision": source.revision,
                     "max_memory": _max_memory(c.max_memory)}
@@ -372,14 +373,4 @@ def _max_memory(value):
     """YAML keys are strings; transformers wants GPU keys as ints ("0" -> 0, "cpu" stays)."""
     if value is None:
         return None
-    return {int(k) if str(k).isdigit() else k: v for k, v in _plain(value).items()}
-
-
-def _plain(value):
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
+    return {int(k) if str(k).isdigit() else k: v for k, v in plain(value).items()}

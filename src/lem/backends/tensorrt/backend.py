@@ -36,11 +36,12 @@ from typing import Any, Optional
 from lem.backends.base import NO_RUN, BatchRecord, PrecisionInfo, RunContext
 from lem.backends.scheduler import schedule
 from lem.backends.tensorrt import engine as engines
+from lem.config.plain import plain
 from lem.models.source import ModelSource
+from lem.units import dtype_bytes
 from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
-_DTYPE_BYTES = {"float16": 2, "bfloat16": 2}
 _QUANT_BYTES_PER_PARAM = {"fp8": 1, "int8-weight-only": 1, "int4-weight-only": 0.5, "awq": 0.5}
 NO_END_ID = -1  # random-weight models have no tokenizer to name an end token: none ever ends
 
@@ -59,7 +60,7 @@ def runtime_kwargs(c, precision, gpus: list[int], model_dir: str, random_weights
         for key in ("max_batch_size", "max_num_tokens", "max_seq_len"):  # engine: fixed at build
             if c[key] is not None:
                 kwargs[key] = c[key]
-    kwargs.update(_plain(c.llm_args) or {})
+    kwargs.update(plain(c.llm_args) or {})
     return kwargs
 
 
@@ -69,7 +70,7 @@ def build_kwargs(c, precision, gpus: list[int], checkpoint: str, random_weights:
                               "dtype": precision.dtype, "trust_remote_code": c.trust_remote_code}
     if random_weights:
         kwargs["skip_tokenizer_init"] = True
-    kwargs.update(_plain(c.llm_args) or {})
+    kwargs.update(plain(c.llm_args) or {})
     return kwargs
 
 
@@ -241,7 +242,7 @@ class TensorRTBackend:
         from lem.backends.vllm.setup import count_params
 
         arch, num_params = count_params(self.source)
-        per = _QUANT_BYTES_PER_PARAM.get(self.precision.quantization, _DTYPE_BYTES.get(self.precision.dtype))
+        per = _QUANT_BYTES_PER_PARAM.get(self.precision.quantization, dtype_bytes(self.precision.dtype))
         return {"num_params": num_params, "param_bytes": int(num_params * per), "arch": arch}
 
     # -- memory and teardown ---------------------------------------------------------------
@@ -253,13 +254,3 @@ class TensorRTBackend:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
         self.loop = None
-
-
-def _plain(value):
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-

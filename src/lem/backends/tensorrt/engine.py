@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from lem.config.plain import plain
 from lem.models.source import ModelSource
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,8 @@ def key_inputs(source: ModelSource, precision, cfg, tp_size: int, version: str,
         "max_num_tokens": cfg.max_num_tokens, "max_seq_len": cfg.max_seq_len,
         "tensorrt_llm": version, "gpu_arch": arch,
         # extra LLM(...) keywords reach the build too and may shape it: on the safe side, all count
-        "llm_args": _plain(cfg.llm_args) or {},
+        "llm_args": plain(cfg.llm_args) or {},
     }
-
-
-def _plain(value):
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def engine_key(inputs: dict[str, Any]) -> str:

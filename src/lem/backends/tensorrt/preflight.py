@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 
-from lem.checks.preflight import Check
+from lem.checks.preflight import PreflightCheck
 from lem.machine.host import HostInfo
 
 # TensorRT-LLM's supported-hardware page (2026-11): Ampere A100 (8.0), Ada (8.9), Hopper (9.0),
@@ -32,42 +32,43 @@ FIX = ("use lem's tensorrt container (docker compose run --rm tensorrt python -m
        "reinstall: pip install 'lem[tensorrt]' (TensorRT-LLM >= 1.0, NVIDIA's wheels; see README)")
 
 
-def check_tensorrt_import(backend: str, timeout_s: float = IMPORT_TIMEOUT_S) -> Check:
+def check_tensorrt_import(backend: str, timeout_s: float = IMPORT_TIMEOUT_S) -> PreflightCheck:
     if backend != "tensorrt":
-        return Check("tensorrt_import", "skipped", "not a tensorrt run")
+        return PreflightCheck("tensorrt_import", "skipped", "not a tensorrt run")
     try:
         p = subprocess.run(IMPORT_PROBE, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return Check("tensorrt_import", "fail", f"importing tensorrt_llm did not finish within "
-                     f"{timeout_s:g} s (hung)", FIX)
+        return PreflightCheck("tensorrt_import", "fail", f"importing tensorrt_llm did not finish within "
+                              f"{timeout_s:g} s (hung)", FIX)
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
-        return Check("tensorrt_import", "fail", f"tensorrt_llm does not import: {last[-300:]}", FIX)
+        return PreflightCheck("tensorrt_import", "fail", f"tensorrt_llm does not import: {last[-300:]}", FIX)
     return version_check(json.loads(p.stdout.strip().splitlines()[-1])["version"])
 
 
-def version_check(version: str) -> Check:
+def version_check(version: str) -> PreflightCheck:
     found = re.match(r"(\d+)\.(\d+)", version)
     if found is None or (int(found.group(1)), int(found.group(2))) < MIN_VERSION:
-        return Check("tensorrt_import", "fail", f"TensorRT-LLM {version} predates the 1.x LLM API "
-                     f"lem's backend is written for (its workflows live elsewhere)", FIX)
-    return Check("tensorrt_import", "pass", f"tensorrt_llm {version} imports")
+        return PreflightCheck("tensorrt_import", "fail", f"TensorRT-LLM {version} predates the 1.x LLM API "
+                              f"lem's backend is written for (its workflows live elsewhere)", FIX)
+    return PreflightCheck("tensorrt_import", "pass", f"tensorrt_llm {version} imports")
 
 
-def check_tensorrt_arch(backend: str, gpus: list[int], host: HostInfo) -> Check:
+def check_tensorrt_arch(backend: str, gpus: list[int], host: HostInfo) -> PreflightCheck:
     if backend != "tensorrt" or not gpus:
-        return Check("tensorrt_arch", "skipped", "not a tensorrt run on GPUs")
+        return PreflightCheck("tensorrt_arch", "skipped", "not a tensorrt run on GPUs")
     found = {g.index: g for g in host.gpus if g.index in gpus}
     old = {i: g.compute_capability for i, g in found.items() if g.compute_capability < TENSORRT_MIN_CC}
     if old:
-        return Check("tensorrt_arch", "fail", f"GPU(s) {old} (index: compute capability) are older than "
-                     f"TensorRT-LLM supports (>= {TENSORRT_MIN_CC[0]}.{TENSORRT_MIN_CC[1]}, Ampere)",
-                     "use backend=vllm or backend=pytorch on these GPUs, or GPUs of Ampere or newer")
+        return PreflightCheck("tensorrt_arch", "fail", f"GPU(s) {old} (index: compute capability) are older "
+                              f"than TensorRT-LLM supports (>= {TENSORRT_MIN_CC[0]}.{TENSORRT_MIN_CC[1]}, "
+                              "Ampere)",
+                              "use backend=vllm or backend=pytorch on these GPUs, or GPUs of Ampere or newer")
     unlisted = {i: g.compute_capability for i, g in found.items()
                 if g.compute_capability not in TENSORRT_LISTED_CC}
     if unlisted:
-        return Check("tensorrt_arch", "warn", f"GPU(s) {unlisted} are not on TensorRT-LLM's "
-                     f"supported-hardware list (A100, Ada, Hopper, Blackwell); it may still work",
-                     "if engine builds fail, use backend=vllm")
+        return PreflightCheck("tensorrt_arch", "warn", f"GPU(s) {unlisted} are not on TensorRT-LLM's "
+                              f"supported-hardware list (A100, Ada, Hopper, Blackwell); it may still work",
+                              "if engine builds fail, use backend=vllm")
     ccs = sorted({g.compute_capability for g in found.values()})
-    return Check("tensorrt_arch", "pass", f"compute capability {ccs} is supported by TensorRT-LLM")
+    return PreflightCheck("tensorrt_arch", "pass", f"compute capability {ccs} is supported by TensorRT-LLM")

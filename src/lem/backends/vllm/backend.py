@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lem.backends.base import NO_RUN, BatchRecord, PrecisionInfo, RunContext
+from lem.config.plain import plain
 from lem.models.source import ModelSource
+from lem.units import dtype_bytes
 from lem.workload.requests import Request
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,6 @@ W8A8_INT8_NOTE = ("W8A8 int8 (compressed-tensors): int8 weights per output chann
                   "norms in the precision's dtype")
 WORKER_EXTENSION = "lem.backends.vllm.worker.LemWorkerExtension"
 _QUANT_BYTES_PER_PARAM = {"fp8": 1, "bnb-int8": 1}  # when the workers cannot be asked: 1 byte
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def monotonic_to_perf_counter() -> tuple[float, str]:
@@ -79,7 +80,7 @@ def engine_kwargs(c, source: ModelSource, precision, gpus: list[int], model_dir:
             kwargs[key] = c[key]
     if draws_weights(source, precision):  # weights drawn by vLLM from the config alone; no tokenizer
         kwargs.update(load_format="dummy", skip_tokenizer_init=True)
-    kwargs.update(_plain(c.engine_args) or {})
+    kwargs.update(plain(c.engine_args) or {})
     return kwargs
 
 
@@ -267,7 +268,7 @@ class VLLMBackend:
         elif q:
             param_bytes = sum(f.stat().st_size for f in Path(self.source.path).glob("*.safetensors"))
         else:
-            param_bytes = num_params * _DTYPE_BYTES[self.precision.dtype]
+            param_bytes = num_params * dtype_bytes(self.precision.dtype)
         return {"num_params": num_params, "param_bytes": param_bytes, "arch": arch}
 
     # -- memory and teardown ---------------------------------------------------------------
@@ -324,13 +325,3 @@ def vllm_version() -> Optional[str]:
     from lem.backends.vllm.setup import vllm_version as version
 
     return version()
-
-
-def _plain(value):
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
