@@ -1,7 +1,11 @@
-"""The result schema: one versioned dataclass tree -> result.json, written atomically.
+"""The result schema: one versioned dataclass tree -> result.json, written atomically, and read
+back into the same tree, checked (Result.read; the reading is lem.result.decode's).
 
 Every field is always present; a value that could not be measured is null and `null_reasons`
 says why, so results of different machines and failures stay comparable column for column.
+The blocks typed `dict[str, Any]` are free-form on purpose: config is the run's whole Hydra config,
+environment, serving, parallel and engine are what each machine and backend reports, cycles and
+requests are raw per-cycle and per-request records (read by key, thousands of them per result).
 """
 
 from __future__ import annotations
