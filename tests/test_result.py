@@ -246,3 +246,43 @@ def test_aggregation_checks_the_same_types_as_the_typed_reader():
         with pytest.raises(ResultError) as info:
             Result.from_dict(data)
         assert wrong_type(data, deep=True) == info.value.what.removesuffix(" or null") + " or null"
+
+
+# the readers of result.json: the typed Result, attribute by attribute
+
+def test_the_console_summary_of_a_real_result_reads_its_typed_fields():
+    from lem.result.console import summary_table
+
+    table = summary_table(Result.read(REAL / "bs8.result.json"), "x").splitlines()
+    assert table[:4] == [
+        "  status          ok, valid=True",
+        "  run             backend=vllm model=llama3-8b-random precision=bf16 batch=8 gpus=[0]",
+        "  requests        144 over 3 cycle(s) (36864 in / 18432 out tokens)",
+        "  throughput      1.14e+03 out tok/s (95% CI 1.14e+03-1.14e+03, CV 0.00132)"]
+    assert "  energy          7.52e+03 J total, 0.408 J/out token (95% CI 0.404-0.41 J, CV 0.0087)" in table
+    assert "  MBU / MFU       0.736 / 0.0197" in table
+
+
+def test_the_sweep_summary_counts_a_result_of_the_wrong_shape_as_unreadable(tmp_path):
+    from lem.job.callbacks import count_results
+
+    ok = typed_result().to_dict()
+    for name, data in (("0_ok", ok), ("1_failed", {**ok, "status": "failed"}),
+                       ("2_wrong_type", _set(typed_result().to_dict(), ("summary", "duration_s"), "fast")),
+                       ("3_not_json", "{")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RESULT_FILE).write_text(data if isinstance(data, str) else json.dumps(data))
+    counts, earlier = count_results(tmp_path, since=4e9)  # 2096: the ok one finished earlier
+    assert counts == {"ok": 1, "failed": 1, "corrupt": 2} and earlier == 1
+
+
+def test_resume_finds_the_typed_ok_result_of_the_same_config_and_skips_unreadable_ones(tmp_path):
+    from lem.job.point import find_done
+
+    sweep = tmp_path / "sweep"
+    for name, data in (("0", _set(typed_result().to_dict(), ("summary", "cycles"), "3")),
+                       ("1", typed_result().to_dict())):
+        (sweep / name).mkdir(parents=True)
+        (sweep / name / RESULT_FILE).write_text(json.dumps(data))
+    done = find_done(sweep, sweep / "2", "0123456789abcdef")
+    assert done == typed_result() and find_done(sweep, sweep / "2", "other") is None
