@@ -14,7 +14,7 @@ from tests.fakes.timed_backend import TimedBackend
 from lem.analysis.analyse import analyse
 from lem.job import phases as runner
 from lem.measure.instruments import Instruments
-from lem.result.schema import Result
+from lem.result.schema import Result, write_result
 from lem.workload.requests import Request
 
 TRACE = Path(__file__).parent / "data" / "h200_nvml_trace_2026-11-29.csv"
@@ -110,7 +110,7 @@ def test_replayed_run_attributes_prefill_and_decode_energy(measured):
 
 def test_replayed_run_has_statistics_roofline_and_verdicts(measured):
     r, _ = measured
-    assert r.statistics["j_per_output_token"]["n"] == 2
+    assert r.statistics["j_per_output_token"].n == 2
     assert r.roofline.mbu is not None and 0 < r.roofline.mbu < 0.2  # 20 ms steps of a 16 GB model
     verdicts = {c.name: c.verdict for c in r.validity.checks}
     assert verdicts["tokens"] == "pass" and verdicts["foreign_processes"] == "pass"
@@ -126,3 +126,9 @@ def test_replayed_run_writes_a_labelled_timeseries(measured):
     assert df.t_ns.is_monotonic_increasing and (df.power_w > 50).all()
     cycle_1 = df[df.window == "cycle_1"]
     assert cycle_1.power_w.mean() > 500  # the burst, sampled
+
+
+def test_replayed_result_reads_back_equal_from_its_result_json(measured):
+    """The typed reader against a result as the measuring code builds it (numpy scalars, tuples and all)."""
+    r, out = measured
+    assert Result.read(write_result(r, out / "written")) == r

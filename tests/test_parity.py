@@ -8,12 +8,13 @@ import json
 import pytest
 
 from lem.analysis.parity import compare, main
+from lem.result.schema import Result
 
 
-def _result(backend: str, counts: list[int], seed: int = 0, status: str = "ok") -> dict:
-    return {"status": status,
-            "config": {"backend": {"name": backend}, "seed": seed, "dataset": {"output_len": 8}},
-            "requests": [{"cycle": 0, "index": i, "output_tokens": n} for i, n in enumerate(counts)]}
+def _result(backend: str, counts: list[int], seed: int = 0, status: str = "ok") -> Result:
+    return Result(status=status,
+                  config={"backend": {"name": backend}, "seed": seed, "dataset": {"output_len": 8}},
+                  requests=[{"cycle": 0, "index": i, "output_tokens": n} for i, n in enumerate(counts)])
 
 
 def test_equal_counts_across_backends_are_parity():
@@ -38,8 +39,8 @@ def test_other_configs_single_backends_and_failed_runs_are_not_compared():
 def test_cli_writes_parity_json(tmp_path, capsys):
     for name, counts in (("a", [4, 4]), ("b", [4, 2])):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "result.json").write_text(json.dumps(_result(name.replace("a", "pytorch")
-                                                                         .replace("b", "vllm"), counts)))
+        backend = name.replace("a", "pytorch").replace("b", "vllm")
+        (tmp_path / name / "result.json").write_text(json.dumps(_result(backend, counts).to_dict()))
     assert main([str(tmp_path)]) == 0
     assert "0 with equal output token counts per request, 1 differing" in capsys.readouterr().out
     report = json.loads((tmp_path / "parity.json").read_text())

@@ -59,6 +59,6 @@ def test_thermal_gap_waits_while_the_gpu_cools_after_a_burst(replay, monkeypatch
     # trace second 2: long idle, already steady
     monkeypatch.setenv("LEM_REPLAY_T0_NS", str(time.time_ns() - 2_000_000_000))
     idle = wait_for_steady_temperature([0], max_s=15, range_c=1.0)
-    assert after_burst["steady"] and idle["steady"]
-    assert after_burst["waited_s"] > idle["waited_s"] + 1.0
+    assert after_burst.steady and idle.steady
+    assert after_burst.waited_s > idle.waited_s + 1.0
     assert wait_for_steady_temperature([], max_s=15, range_c=1.0) is None  # CPU run: no gap

@@ -119,8 +119,9 @@ def test_objective_is_the_metric_or_the_penalty_beyond_the_latency_bound():
     from omegaconf import OmegaConf
 
     from lem.job.point import objective
+    from lem.result.schema import Result
 
-    result = {"summary": {"j_per_output_token": 0.5, "ttft_s": {"p99": 0.2}}}
+    result = Result.from_dict({"summary": {"j_per_output_token": 0.5, "ttft_s": {"p99": 0.2}}})
     cfg = OmegaConf.create({"objective": {"metric": "j_per_output_token", "max_ttft_p99_s": None,
                                           "penalty": 1e9}})
     assert objective(result, cfg) == 0.5
@@ -128,6 +129,6 @@ def test_objective_is_the_metric_or_the_penalty_beyond_the_latency_bound():
     assert objective(result, cfg) == 1e9
     cfg.objective.max_ttft_p99_s = 1.0
     assert objective(result, cfg) == 0.5
-    assert objective({"summary": {"j_per_output_token": None, "ttft_s": {}}},
+    assert objective(Result.from_dict({"summary": {"j_per_output_token": None, "ttft_s": {}}}),
                      OmegaConf.create({"objective": {"metric": "j_per_output_token",
                                                      "max_ttft_p99_s": None, "penalty": 1e9}})) is None

@@ -19,6 +19,7 @@ from lem.backends.tensorrt.backend import TensorRTBackend
 from lem.config.validate import ConfigError, validate
 from lem.job import phases as runner
 from lem.machine.host import GpuInfo, HostInfo
+from lem.measure.windows import Window
 from lem.models.source import ModelSource
 from lem.result.schema import Result
 
@@ -199,13 +200,12 @@ def test_preflight_refuses_tensorrt_llm_older_than_the_1x_api():
 def test_the_printed_summary_shows_the_engine_build_or_the_cache_hit():
     from lem.result.console import summary_table
 
-    r = Result().to_dict()
-    r.update(status="ok", config={"backend": {"name": "tensorrt"}, "model": {"name": "m"},
-                                  "precision": {"name": "bf16"}, "batching": {"batch_size": 4}, "gpus": [0]})
+    r = Result(status="ok", config={"backend": {"name": "tensorrt"}, "model": {"name": "m"},
+                                    "precision": {"name": "bf16"}, "batching": {"batch_size": 4}, "gpus": [0]})
     assert "engine build" not in summary_table(r, "x")  # backends that build nothing
-    r["engine"] = {"cache_hit": False, "cache_key": "k1"}
-    r["windows"] = [{"name": "engine_build", "duration_s": 41.5, "energy_j": 9120.0}]
+    r.engine = {"cache_hit": False, "cache_key": "k1"}
+    r.windows = [Window("engine_build", 0, 41_500_000_000, 41.5, energy_j=9120.0)]
     line = next(x for x in summary_table(r, "x").splitlines() if "engine build" in x)
     assert line.endswith("41.5 s, 9.12e+03 J")
-    r["engine"] = {"cache_hit": True, "cache_key": "k1"}
+    r.engine = {"cache_hit": True, "cache_key": "k1"}
     assert "cached (k1)" in summary_table(r, "x")

@@ -2,8 +2,9 @@
 
 A job directory is one with a result.json, or one Hydra made (it has `.hydra/`) without a
 result.json: that one is `missing`. An unparsable result.json, or one with a field of the wrong
-type (lem.aggregate.shape), is `corrupt`; one whose status is still `running` (the run died
-before it could finish its result) is `partial`. Only what the aggregation needs is kept:
+type (lem.aggregate.shape: the result schema's own types, checked on the parsed JSON), is
+`corrupt`; one whose status is still `running` (the run died before it could finish its result)
+is `partial`. Only what the aggregation needs is kept:
 scalars, flattened, and per run the raw per-request latencies.
 `read_chunk` returns them columnar (a list per column, an array per latency): a parsing worker
 sends that back as a few large objects instead of thousands of small ones
@@ -27,6 +28,8 @@ import numpy as np
 from lem.aggregate.shape import wrong_type
 from lem.backends.registry import SPECS
 from lem.config.not_measured import NOT_MEASURED_KEYS
+from lem.paths import RESULT_FILE
+from lem.result.schema import SCHEMA_MAJOR
 
 try:  # orjson parses result.json (tens of KB each, mostly token times) several times faster
     import orjson
@@ -35,7 +38,6 @@ try:  # orjson parses result.json (tens of KB each, mostly token times) several 
 except ImportError:  # pragma: no cover - orjson is a dependency; json still works
     _loads = json.loads
 
-RESULT_FILE = "result.json"
 FINISHED = ("ok", "failed", "skipped", "interrupted")
 # keys that change nothing measured (as lem.config.schema's hash) plus `repeat`, the repeat index
 IGNORED_KEYS = NOT_MEASURED_KEYS + ("hydra",)
@@ -193,9 +195,11 @@ def read_run(path: Path) -> Run:
         data = _loads(path.read_bytes())
     except (OSError, ValueError) as e:
         return problem(job, "corrupt", f"result.json unreadable: {type(e).__name__}: {str(e)[:200]}")
-    if not isinstance(data, dict) or not str(data.get("schema_version", "")).startswith("2."):
+    # unlike Result.read, a file without schema_version is refused: a tree may hold JSON of other tools
+    if not isinstance(data, dict) or not str(data.get("schema_version", "")).startswith(f"{SCHEMA_MAJOR}."):
         version = data.get("schema_version") if isinstance(data, dict) else None
-        return problem(job, "corrupt", f"not a lem result of schema 2.x (schema_version={version!r})")
+        return problem(job, "corrupt",
+                       f"not a lem result of schema {SCHEMA_MAJOR}.x (schema_version={version!r})")
     wrong = wrong_type(data)
     if wrong:
         return problem(job, "corrupt", corrupt_reason(wrong))

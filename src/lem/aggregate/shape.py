@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-NUMBER = (int, float)  # bool is a JSON true/false, not a number: `type(v) in NUMBER` excludes it
-TEXT = (str,)
-OBJECT = (dict,)
-ARRAY = (list,)
-KIND_NAMES = {NUMBER: "a number", TEXT: "a string", OBJECT: "an object", ARRAY: "an array"}
+from lem.result.decode import KIND_NAMES, NUMBER, TEXT, json_spec, json_type
+from lem.result.schema import CycleStats, Result, Summary, Window
+
 # what lem.aggregate.groups pools: (metric, numerator, denominator, bootstrap CI?), pooled =
 # sum(numerator) / sum(denominator) of the summaries; the per-run metric and its statistics bootstrapped
 RATIOS = (("j_per_output_token", "energy_j", "output_tokens", True),
@@ -28,28 +26,43 @@ REQUEST_NUMBERS = ("ttft_s", "tpot_s", "e2e_s")
 # What must be what, nested as in result.json: a tuple of types is a value's type, a dict an object
 # whose named fields are checked ("*": every field), a list of one spec an array whose every
 # element is checked. Fields not named may be anything.
+# The types are the result schema's own (lem.result.decode.json_spec reads the annotations that
+# Result.read checks), so a field's type is written down once. Aggregation does not build the
+# typed Result itself: over 10,000 results that adds ~0.15 ms a file, a third more than the whole
+# reading of a run today (benchmarks/aggregate_speed.py), for objects it would turn back into
+# flat rows; it checks the parsed JSON against the same table instead. Only the blocks the schema
+# leaves free-form (config, environment, requests: dict[str, Any]) get their types here.
+FREE_FORM = {
+    "config": {"repeat": NUMBER, "backend": {"name": TEXT}},
+    "environment": {"gpus": [{"name": TEXT}], "libraries": (dict,), "git": (dict,)},
+    "requests": [{**dict.fromkeys(REQUEST_NUMBERS, NUMBER), "token_times_s": [NUMBER]}],
+}
+
+
+def merged(spec: dict, more: dict) -> dict:
+    """`spec` with `more`'s fields added; where both name a field, both specs hold (an object's
+    fields merged; otherwise `more`'s spec, which is the narrower: a dict or [spec] for OBJECT or ARRAY)."""
+    out = dict(spec)
+    for key, sub in more.items():
+        have = out.get(key)
+        out[key] = merged(have, sub) if type(have) is dict and type(sub) is dict else sub
+    return out
+
+
 # SHAPE, checked in every result: values that reading copies as they are and that later
 # arithmetic (pooled sums, bootstrap, plots of the windows) would fail on.
 SHAPE = {
-    "status": TEXT,
-    "config": {"repeat": NUMBER},
-    "summary": dict.fromkeys(SUMMARY_NUMBERS, NUMBER),
-    "statistics": {r[0]: dict.fromkeys(STAT_KEYS, NUMBER) for r in RATIOS},
-    "windows": [{"start_ns": NUMBER, "end_ns": NUMBER}],
+    **json_spec(Result, only={"status": None}),
+    "config": {"repeat": FREE_FORM["config"]["repeat"]},
+    "summary": json_spec(Summary, only=dict.fromkeys(SUMMARY_NUMBERS)),
+    # the pooled ratios' statistics only: every metric's (~20 a result) would double this check's time
+    "statistics": dict.fromkeys((r[0] for r in RATIOS), json_spec(CycleStats, only=dict.fromkeys(STAT_KEYS))),
+    "windows": json_spec(list[Window], only={"start_ns": None, "end_ns": None}),
 }
 # DEEP, checked only when reading a result that fits SHAPE failed (it would fail on each of these:
-# numpy's conversion of thousands of token times is the fast check), to say which value it was
-DEEP = {
-    "config": {"backend": {"name": TEXT}},
-    "environment": {"gpus": [{"name": TEXT}], "libraries": OBJECT, "git": OBJECT},
-    "validity": {"reasons": [TEXT]},
-    "error": OBJECT,
-    "summary": OBJECT,
-    "statistics": {"*": OBJECT},
-    "timeseries": {"file": TEXT},
-    "windows": [OBJECT],
-    "requests": [{**dict.fromkeys(REQUEST_NUMBERS, NUMBER), "token_times_s": [NUMBER]}],
-}
+# numpy's conversion of thousands of token times is the fast check), to say which value it was:
+# every typed field of the schema, and the free-form values reading uses
+DEEP = merged(json_spec(Result), FREE_FORM)
 
 
 def wrong_type(data: dict[str, Any], deep: bool = False) -> Optional[str]:
@@ -90,14 +103,3 @@ def _first(items, spec_of, name: str) -> Optional[tuple[str, Any, str]]:
         if bad:
             return name.format(key) + bad[0], bad[1], bad[2]
     return None
-
-
-def json_type(value: Any) -> str:
-    """The JSON type of a parsed value, with the value itself for scalars (shortened)."""
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, (int, float)):
-        return f"a number ({value!r})"
-    if isinstance(value, str):
-        return f"a string ({value[:40]!r})"
-    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)

@@ -28,7 +28,7 @@ def analyse(result: Result, timings: list[RequestTiming], cfg, inst, model_info:
     _energy_per_gpu(result, cycle_windows)
     _cpu(result, cycle_windows)
     _co2(result, cfg)
-    result.statistics = {k: asdict(v) for k, v in summarise_cycles(result.cycles, CYCLE_METRICS).items()}
+    result.statistics = summarise_cycles(result.cycles, CYCLE_METRICS)
     result.attribution = _pooled_attribution(result)
     result.roofline = _roofline(result, cfg, model_info)
     result.summary.mbu, result.summary.mfu = result.roofline.mbu, result.roofline.mfu

@@ -23,24 +23,25 @@ from typing import Any
 
 from lem.config.schema import config_hash
 from lem.paths import RESULT_FILE
+from lem.result.schema import Result
 
 PARITY_FILE = "parity.json"
 MAX_LISTED = 20  # mismatching requests listed per group
 
 
-def _counts(result: dict) -> dict[str, int]:
-    return {f"{q['cycle']}:{q['index']}": q["output_tokens"] for q in result.get("requests") or []}
+def _counts(result: Result) -> dict[str, int]:
+    return {f"{q['cycle']}:{q['index']}": q["output_tokens"] for q in result.requests}
 
 
-def compare(results: list[dict]) -> list[dict[str, Any]]:
+def compare(results: list[Result]) -> list[dict[str, Any]]:
     """One entry per group holding ok results of two or more backends."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[Result]] = defaultdict(list)
     for r in results:
-        if r.get("status") == "ok" and r.get("config"):
-            groups[config_hash({k: v for k, v in r["config"].items() if k != "backend"})].append(r)
+        if r.status == "ok" and r.config:
+            groups[config_hash({k: v for k, v in r.config.items() if k != "backend"})].append(r)
     out = []
     for key, rs in sorted(groups.items()):
-        by_backend = {r["config"]["backend"]["name"]: _counts(r) for r in rs}
+        by_backend = {r.config["backend"]["name"]: _counts(r) for r in rs}
         if len(by_backend) < 2:
             continue
         requests = sorted(set().union(*by_backend.values()))
@@ -51,12 +52,14 @@ def compare(results: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def read_results(dirs: list[Path]) -> list[dict]:
+def read_results(dirs: list[Path]) -> list[Result]:
+    """Every readable result below `dirs`; one that is not (not JSON, not of this schema: ResultError
+    is a ValueError) compares nothing, as a failed run would not."""
     results = []
     for d in dirs:
         for path in sorted(Path(d).rglob(RESULT_FILE)):
             try:
-                results.append(json.loads(path.read_text()))
+                results.append(Result.read(path))
             except (OSError, ValueError):
                 continue
     return results

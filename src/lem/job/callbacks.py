@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.experimental.callback import Callback
 
 from lem.paths import RESULT_FILE  # not lem.result.schema: --help and --cfg stay light
+
+if TYPE_CHECKING:
+    from lem.result.schema import Result
 
 # read by __main__ after Hydra returns: a sweep with failed points exits non-zero
 STATE: dict[str, Any] = {"failed": False, "plan": Counter()}
@@ -54,23 +56,27 @@ def print_summary(sweep_dir: Path, started: float, dry_run: bool) -> Optional[Co
 
 
 def count_results(sweep_dir: Path, since: float) -> tuple[Counter, int]:
+    """Results by status, and how many ok ones finished before `since` (an earlier run's, resumed).
+    One that is not a readable result of this schema counts as corrupt (`unreadable`)."""
+    from lem.result.schema import Result  # here: the sweep has ended, the import costs nothing then
+
     counts, earlier = Counter(), 0
     for path in sorted(sweep_dir.rglob(RESULT_FILE)):  # override values may hold "/"
         try:
-            r = json.loads(path.read_text())
-        except (OSError, ValueError):
+            r = Result.read(path)
+        except (OSError, ValueError):  # ResultError is a ValueError
             counts["corrupt"] += 1
             continue
-        counts[r.get("status", "corrupt")] += 1
-        if r.get("status") == "ok" and _finished_before(r, since):
+        counts[r.status] += 1
+        if r.status == "ok" and _finished_before(r, since):
             earlier += 1
     return counts, earlier
 
 
-def _finished_before(r: dict, since: float) -> bool:
+def _finished_before(r: Result, since: float) -> bool:
     try:
-        return datetime.fromisoformat(r["finished_at"]).timestamp() < since - 1
-    except (KeyError, TypeError, ValueError):
+        return datetime.fromisoformat(r.finished_at).timestamp() < since - 1
+    except (TypeError, ValueError):  # not recorded (None), or not an ISO time
         return False
 
 

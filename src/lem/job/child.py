@@ -14,11 +14,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from lem.job import sweep_lock
 from lem.job.lifetime import die_with_parent
-from lem.result.schema import RESULT_FILE, ErrorInfo, Result, load_result, write_result
+from lem.machine.devices import ThermalGap
+from lem.result.schema import RESULT_FILE, ErrorInfo, Result, write_result
 
 log = logging.getLogger(__name__)
 GRACE_S = 60.0  # after forwarding a signal, how long the child may take to write its result
@@ -33,7 +34,7 @@ class Interrupted(Exception):
 
 
 def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
-                 job_gap: Any = None) -> dict[str, Any]:
+                 job_gap: Optional[ThermalGap] = None) -> Result:
     """Run `config` in a spawned child; return the result it (or, if it died, this process) wrote."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -53,7 +54,7 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
             signal.signal(sig, handler)
     cause = _cause(cause_in)
     result = _result_of(child, config, overrides, out_dir, started, received, cause)
-    if received or result["status"] == "interrupted":
+    if received or result.status == "interrupted":
         signum = received[0] if received else _signal_of(child.exitcode)
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; result: {out_dir / RESULT_FILE}",
                           signum)
@@ -99,13 +100,13 @@ def _wait(child, received: list[int]) -> None:
             child.join(5)
 
 
-def _result_of(child, config, overrides, out_dir: Path, started: float, received, cause=None) -> dict:
+def _result_of(child, config, overrides, out_dir: Path, started: float, received, cause=None) -> Result:
     """The child's result if it wrote one for this run; else a failed/interrupted one written here,
     naming the child's own error (`cause`, e.g. ENOSPC while writing its result) where it sent one."""
     path = out_dir / RESULT_FILE
     if path.is_file() and path.stat().st_mtime >= started:
-        result = load_result(path)
-        if result.get("status") != "running":
+        result = Result.read(path)
+        if result.status != "running":
             return result
     code = child.exitcode
     status = "interrupted" if received else "failed"
@@ -124,8 +125,8 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     except OSError as exc:  # e.g. the disk is still full: the console is all that is left
         print(f"lem: cannot write {path} ({exc.strerror}); the run: {result.error.message}",
               file=sys.stderr, flush=True)
-        return result.to_dict()
-    return load_result(path)
+        return result
+    return Result.read(path)  # what the sweep's later readers will read
 
 
 def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None,

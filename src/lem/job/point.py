@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -21,7 +21,7 @@ from lem.config.schema import config_hash
 from lem.config.validate import ConfigError, resolve_gpus, validate
 from lem.job.callbacks import STATE
 from lem.machine.host import probe_host
-from lem.result.schema import RESULT_FILE, ErrorInfo, Result, load_result, write_result
+from lem.result.schema import RESULT_FILE, ErrorInfo, Result, write_result
 
 log = logging.getLogger("lem")
 
@@ -63,11 +63,11 @@ def _measure(cfg, config, overrides, out_dir: Path, sweep: bool, label: str) -> 
             _stop(exc, label)
     else:
         result = _in_process(cfg, overrides, out_dir, gap)
-    if result.get("summary", {}).get("cycles") is not None:
+    if result.summary.cycles is not None:
         print(summary_table(result, str(out_dir / RESULT_FILE)), flush=True)
-    if result["status"] != "ok":
-        err = result.get("error") or {}
-        print(f"lem: {label}: {err.get('type')}: {err.get('message')}", file=sys.stderr, flush=True)
+    if result.status != "ok":
+        err = result.error
+        print(f"lem: {label}: {err and err.type}: {err and err.message}", file=sys.stderr, flush=True)
         if not sweep:
             sys.exit(1)
         return None
@@ -87,14 +87,14 @@ def _stop(exc, label: str):
     raise exc
 
 
-def _in_process(cfg, overrides, out_dir: Path, gap) -> dict[str, Any]:
+def _in_process(cfg, overrides, out_dir: Path, gap) -> Result:
     from lem.job.phases import run
 
     try:
         run(cfg, overrides, out_dir, job_gap=gap)
     except Exception:
         log.exception("run failed")
-    return load_result(out_dir / RESULT_FILE)
+    return Result.read(out_dir / RESULT_FILE)  # as written, whatever happened: like an isolated run's
 
 
 def _invalid(exc: ConfigError, sweep: bool, config, overrides, out_dir: Path, label: str):
@@ -118,25 +118,26 @@ def _say(kind: str, label: str, detail: str, value):
     return value
 
 
-def find_done(sweep_dir: Path, out_dir: Path, want_hash: str) -> Optional[dict]:
-    """An ok result with this config hash: this job's own directory first, then the sweep's."""
+def find_done(sweep_dir: Path, out_dir: Path, want_hash: str) -> Optional[Result]:
+    """An ok result with this config hash: this job's own directory first, then the sweep's. An
+    unreadable one (not JSON, not of this schema: ResultError is a ValueError) is no result."""
     candidates = [out_dir / RESULT_FILE] + sorted(sweep_dir.rglob(RESULT_FILE))
     for path in candidates:
         try:
-            r = load_result(path)
+            r = Result.read(path)
         except (OSError, ValueError):
             continue
-        if r.get("status") == "ok" and r.get("config_hash") == want_hash:
+        if r.status == "ok" and r.config_hash == want_hash:
             return r
     return None
 
 
-def objective(result: dict, cfg) -> Optional[float]:
+def objective(result: Result, cfg) -> Optional[float]:
     """summary.<objective.metric>, or objective.penalty when the latency bound is broken."""
-    s, o = result.get("summary") or {}, cfg.objective
+    s, o = result.summary, cfg.objective
     bound = o.max_ttft_p99_s
-    p99 = (s.get("ttft_s") or {}).get("p99")
+    p99 = s.ttft_s.p99
     if bound is not None and (p99 is None or p99 > bound):
         return float(o.penalty)
-    value = s.get(o.metric)
+    value = getattr(s, o.metric, None)  # a latency (Percentiles) or no such field: no objective
     return float(value) if isinstance(value, (int, float)) else None

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Optional
+
+
+@dataclass
+class ThermalGap:
+    """The wait for steady GPU temperatures before a job (result.job_gap)."""
+
+    waited_s: float
+    steady: bool
+    temperatures_c: Optional[list[int]] = None  # the last reading, one per GPU
+    rule: Optional[str] = None
+    reason: Optional[str] = None  # why it could not be waited for (no NVML)
 
 
 class DeviceError(RuntimeError):
@@ -62,7 +74,7 @@ def check_cuda(gpus: list[int]) -> None:
 
 
 def wait_for_steady_temperature(gpus: list[int], max_s: float, range_c: float,
-                                window_s: float = 2.0, period_s: float = 0.2) -> Optional[dict]:
+                                window_s: float = 2.0, period_s: float = 0.2) -> Optional[ThermalGap]:
     """Thermal gap before a job: poll until every GPU's temperature stayed within `range_c` for
     `window_s`, at most `max_s`; returns what happened (None when not asked for or no NVML)."""
     if not gpus or max_s <= 0:
@@ -73,14 +85,14 @@ def wait_for_steady_temperature(gpus: list[int], max_s: float, range_c: float,
         nvml = nvml_seam.start()
         handles = [nvml.nvmlDeviceGetHandleByIndex(g) for g in gpus]
     except Exception as exc:  # no NVML, or a GPU it cannot see: no gap, and the reason says why
-        return {"waited_s": 0.0, "steady": False, "reason": nvml_seam.unavailable(exc)}
+        return ThermalGap(0.0, False, reason=nvml_seam.unavailable(exc))
     try:
         return _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s)
     finally:
         nvml.nvmlShutdown()
 
 
-def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> dict:
+def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> ThermalGap:
     import time
 
     history: list[list[int]] = []
@@ -92,8 +104,8 @@ def _poll_temperatures(nvml, handles, max_s, range_c, window_s, period_s) -> dic
         steady = len(recent) == need and all(max(c) - min(c) <= range_c for c in zip(*recent))
         waited = time.monotonic() - t0
         if steady or waited >= max_s:
-            return {"waited_s": waited, "steady": steady, "temperatures_c": history[-1],
-                    "rule": f"range <= {range_c} C over {window_s} s, at most {max_s} s"}
+            return ThermalGap(waited, steady, history[-1],
+                              f"range <= {range_c} C over {window_s} s, at most {max_s} s")
         time.sleep(period_s)
 
 

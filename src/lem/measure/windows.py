@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
+from lem.measure.cpu_energy import CpuEnergyReading
 from lem.measure.energy import EnergyMeter
 
 
@@ -38,7 +39,7 @@ class Window:
     gpus: list[GpuWindow] = field(default_factory=list)
     energy_j: Optional[float] = None  # all GPUs, counter
     reason: Optional[str] = None  # why energy_j is null
-    cpu: Optional[Any] = None  # CpuEnergyReading where a CPU meter ran
+    cpu: Optional[CpuEnergyReading] = None  # where a CPU meter ran
 
 
 def integrate_power_j(t_ns: np.ndarray, power_w: np.ndarray, start_ns: int, end_ns: int

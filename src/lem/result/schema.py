@@ -1,7 +1,11 @@
-"""The result schema: one versioned dataclass tree -> result.json, written atomically.
+"""The result schema: one versioned dataclass tree -> result.json, written atomically, and read
+back into the same tree, checked (Result.read; the reading is lem.result.decode's).
 
 Every field is always present; a value that could not be measured is null and `null_reasons`
 says why, so results of different machines and failures stay comparable column for column.
+The blocks typed `dict[str, Any]` are free-form on purpose: config is the run's whole Hydra config,
+environment, serving, parallel and engine are what each machine and backend reports, cycles and
+requests are raw per-cycle and per-request records (read by key, thousands of them per result).
 """
 
 from __future__ import annotations
@@ -14,10 +18,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from lem.analysis.attribution import Attribution
 from lem.analysis.metrics import Percentiles
+from lem.analysis.roofline import Roofline
+from lem.analysis.stats import CycleStats
+from lem.analysis.validity import Validity
 from lem.backends.base import GpuMemory, PrecisionInfo
+from lem.machine.devices import ThermalGap
+from lem.measure.baseline import Baseline
+from lem.measure.instruments import TimeseriesInfo
+from lem.measure.warmup import WarmupReport
+from lem.measure.windows import Window
+from lem.result.decode import Misfit, decoder
+
+try:  # several times faster on results of thousands of token times (parity, sweep summaries)
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a dependency; json reads the same
+    _loads = json.loads
 
 SCHEMA_VERSION = "2.0"
+SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]  # results of any 2.x are read (missing fields: defaults)
 from lem.paths import RESULT_FILE  # noqa: E402,F401 (re-exported)
 
 
@@ -83,22 +105,22 @@ class Result:
     finished_at: Optional[str] = None
     wall_s: Optional[float] = None
     phase_s: dict[str, float] = field(default_factory=dict)  # wall time per phase of the run
-    job_gap: Optional[Any] = None  # the thermal gap waited before this job (measurement.job_gap_max_s)
+    job_gap: Optional[ThermalGap] = None  # the thermal gap waited before this job (measurement.job_gap_max_s)
     config_hash: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     precision: Optional[PrecisionInfo] = None
     summary: Summary = field(default_factory=Summary)
-    statistics: dict[str, Any] = field(default_factory=dict)  # across cycles: mean, std, CV, CI
-    validity: Optional[Any] = None  # Validity: valid flag, reasons, every check's verdict
-    baseline: Optional[Any] = None  # Baseline: engine-ready and device idle power
-    warmup: Optional[Any] = None  # WarmupReport
+    statistics: dict[str, CycleStats] = field(default_factory=dict)  # across cycles: mean, std, CV, CI
+    validity: Optional[Validity] = None  # valid flag, reasons, every check's verdict
+    baseline: Optional[Baseline] = None  # engine-ready and device idle power
+    warmup: Optional[WarmupReport] = None
     cycles: list[dict[str, Any]] = field(default_factory=list)  # per-cycle raw figures
-    windows: list[Any] = field(default_factory=list)  # Window: every measured span
-    attribution: Optional[Any] = None  # prefill/decode energy, pooled over cycles
-    roofline: Optional[Any] = None
-    timeseries: Optional[Any] = None  # TimeseriesInfo: the parquet file next to result.json
+    windows: list[Window] = field(default_factory=list)  # every measured span
+    attribution: Optional[Attribution] = None  # prefill/decode energy, pooled over cycles
+    roofline: Optional[Roofline] = None
+    timeseries: Optional[TimeseriesInfo] = None  # the parquet file next to result.json
     memory: Memory = field(default_factory=Memory)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every request of every cycle
     # batching=continuous: goodput, steady-state window and its energy, pooled over cycles
@@ -115,6 +137,61 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> Result:
+        """The typed result in `path` (a result.json), every nested block its dataclass again.
+
+        Strict about what it cannot hold: a key the schema has no field for raises ResultError
+        naming the file, the key and the file's schema_version. A tolerant reader would drop it
+        silently, and what a newer lem measured would vanish from whatever this one prints or
+        compares; read such a file with the lem that wrote it. A missing key takes the field's
+        default (results of an older 2.x lack the fields added since). A value of the wrong type
+        raises ResultError naming the key, the value and the type the schema wants.
+        (lem.aggregate reads thousands of results its own faster way, checked against the same
+        annotations: lem.aggregate.shape.)
+        """
+        path = Path(path)
+        try:
+            data = _loads(path.read_bytes())
+        except ValueError as e:
+            raise ResultError(f"not JSON ({type(e).__name__}: {str(e)[:200]})", path,
+                              fix="rerun the job (a result is written whole or not at all: "
+                              "this file was cut short or written by something else)") from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Optional[Path] = None) -> Result:
+        """The typed result of parsed result.json `data` (as Result.read; `path` names it in errors)."""
+        version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else None
+        if version is not None and not str(version).startswith(f"{SCHEMA_MAJOR}."):
+            raise ResultError(f"schema_version is {version!r}, this lem reads {SCHEMA_MAJOR}.x results",
+                              path, fix="read it with the lem that wrote it")
+        try:
+            return decoder(cls)(data)
+        except Misfit as e:
+            raise ResultError(e.what, path, version, _fix(e, version)) from None
+
+
+class ResultError(ValueError):
+    """A result.json that does not fit the schema. The message names the file, the key, the schema
+    version and the fix; `what` alone ("summary.duration_s is a string ('fast'), expected a number")
+    is for callers that name the file themselves (lem.aggregate lists it as the corrupt row's reason)."""
+
+    def __init__(self, what: str, path: Optional[Path] = None, version: Optional[str] = None,
+                 fix: str = "fix the field or rerun the job"):
+        where = f"{path}: " if path is not None else ""
+        schema = f" (schema_version {version})" if version is not None else ""
+        super().__init__(f"{where}{what}{schema}; {fix}")
+        self.what, self.path, self.version = what, path, version
+
+
+def _fix(e: Misfit, version: Optional[str]) -> str:
+    if e.problem is None or not e.problem.startswith("is not a field"):
+        return "fix the field or rerun the job"
+    if version != SCHEMA_VERSION:
+        return f"this lem reads schema {SCHEMA_VERSION}: read the file with the lem that wrote it"
+    return "it was edited or written by another tool: remove the key or rerun the job"
 
 
 def _finite(value):
@@ -164,4 +241,5 @@ def write_result(result: Result, job_dir: Path) -> Path:
 
 
 def load_result(path: Path) -> dict[str, Any]:
+    """The parsed JSON as written, untyped and unchecked (Result.read gives the typed result)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
