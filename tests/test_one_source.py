@@ -43,7 +43,7 @@ def test_a_missing_nvml_reads_the_same_at_every_call_site(monkeypatch):
     reason = f"NVML unavailable (ModuleNotFoundError: No module named '{MISSING}')"
     assert host.probe_host().nvml_error == reason
     assert inventory.read_nvml().error == reason
-    assert devices.wait_for_steady_temperature([0], max_s=1.0, range_c=1.0)["reason"] == reason
+    assert devices.wait_for_steady_temperature([0], max_s=1.0, range_c=1.0).reason == reason
     assert devices.foreign_gpu_processes([0]) is None  # "cannot tell", not a failure
     assert environment.snapshot([0])["gpus"] == []
 
