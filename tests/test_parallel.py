@@ -49,8 +49,8 @@ def test_data_parallel_deals_batches_to_two_workers_with_the_same_tokens(tiny_di
     assert [r.token_ids for r in records] == expected  # same work, same greedy tokens, same order
     assert [r.worker for r in records] == [0, 1, 0, 1, 0]  # round-robin over the two ranks
     assert sorted(seen) == [0, 1, 2, 3, 4]
-    pids = {w["pid"] for w in described["workers"]}
-    assert described["mode"] == "data" and len(pids) == 2
+    pids = {w.pid for w in described.workers}
+    assert described.mode == "data" and len(pids) == 2
     assert all(r.token_times_s[0][0] > r.submit_s for r in records)  # one clock for all processes
     # the two shares overlapped in time: the workers really ran side by side
     spans = {w: (min(r.submit_s for r in records if r.worker == w),
@@ -71,7 +71,7 @@ def test_tensor_parallel_shards_the_model_over_two_gloo_ranks(tiny_dir):
         rec = tp.generate(_batches()[0], True)
     finally:
         tp.close()
-    local = described["local_param_elements_per_worker"]
+    local = described.local_param_elements_per_worker
     assert len(local) == 2 and all(n < full for n in local)  # each rank holds a shard only
     assert rec.output_tokens == [6, 6] and len(rec.token_times_s[0]) == 6
 

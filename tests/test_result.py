@@ -10,9 +10,10 @@ import pytest
 from lem.analysis.attribution import Attribution
 from lem.analysis.metrics import Percentiles
 from lem.analysis.roofline import Roofline
+from lem.analysis.serving import ServingSummary
 from lem.analysis.stats import CycleStats
 from lem.analysis.validity import Check, Validity
-from lem.backends.base import GpuMemory, PrecisionInfo
+from lem.backends.base import GpuMemory, ParallelInfo, PrecisionInfo, WorkerInfo
 from lem.machine.devices import ThermalGap
 from lem.measure.baseline import Baseline, Settle
 from lem.measure.cpu_energy import CpuEnergyReading
@@ -135,7 +136,10 @@ def typed_result() -> Result:
         memory=Memory([GpuMemory(0, None, None)], {"0": 71234.0}, 2048.5),
         requests=[{"cycle": 0, "index": 0, "output_tokens": 128, "ttft_s": 0.05,
                    "token_times_s": [0.05, 0.06, 0.07]}],
-        serving={"goodput_rps": 3.1}, engine={"workflow": "async", "version": "0.32.0"},
+        serving=ServingSummary(cycles=1, requests=8, requests_ok=8, goodput_rps=3.1),
+        parallel=ParallelInfo(mode="data", size=2, workers=[WorkerInfo(0, [0], 11), WorkerInfo(1, [1], 12)],
+                              dealing="round-robin", local_param_elements_per_worker=[8, 8]),
+        engine={"workflow": "async", "version": "0.32.0"},
         null_reasons={"summary.co2_kg": "no grid intensity"}, warnings=["one GPU throttled once"])
 
 
@@ -147,6 +151,7 @@ def test_a_written_result_reads_back_equal_with_every_block_typed(tmp_path):
     assert isinstance(back.statistics["j_per_output_token"], CycleStats)
     assert isinstance(back.baseline.settle, Settle) and isinstance(back.job_gap, ThermalGap)
     assert back.summary.ttft_s.p99 == 0.1 and back.validity.checks[0].verdict == "pass"
+    assert isinstance(back.serving, ServingSummary) and isinstance(back.parallel.workers[1], WorkerInfo)
 
 
 @pytest.mark.parametrize("name", ["bs1", "bs8"])

@@ -136,15 +136,15 @@ def _serving_roofline(result: Result, cfg, model_info: dict):
 
 def _worker_pids(result: Result) -> set[int]:
     """backend.parallel's worker processes: lem's own, not foreign, on the GPUs."""
-    return {w["pid"] for w in (result.parallel or {}).get("workers", [])}
+    return {w.pid for w in result.parallel.workers} if result.parallel else set()
 
 
 def _roofline_gpus(result: Result) -> int:
     """GPUs that share one decode step: under tensor parallelism all of them at once; a
     device_map split takes turns layer by layer, and data parallel runs whole steps per GPU, so
     one GPU's peak applies there."""
-    p = result.parallel or {}
-    return p.get("size", 1) if p.get("mode") == "tensor" else 1
+    p = result.parallel
+    return p.size if p and p.mode == "tensor" else 1
 
 
 def _memory_used(result: Result, inst, windows) -> None:

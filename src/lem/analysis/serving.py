@@ -15,6 +15,7 @@ edges; the whole cycle's energy is the counter's, as for every window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -127,7 +128,27 @@ def serving_figures(records, timings: list[RequestTiming], window, rows: list[Sa
     }
 
 
-def pooled_serving(cycles: list[dict]) -> dict[str, Any]:
+@dataclass
+class ServingSummary:
+    """result.serving: the serving cycles pooled (per cycle, with the engine's state over time,
+    in cycles[i]["serving"]). A steady-state figure is null when any cycle had none (steady_reason)."""
+
+    cycles: int = 0
+    requests: int = 0
+    requests_ok: int = 0  # meeting every latency bound that is set (batching.slo_*)
+    goodput_fraction: Optional[float] = None
+    goodput_rps: Optional[float] = None
+    steady_duration_s: Optional[float] = None
+    steady_output_tokens: Optional[int] = None
+    steady_output_tokens_per_s: Optional[float] = None
+    steady_energy_j: Optional[float] = None
+    steady_j_per_output_token: Optional[float] = None
+    steady_reason: Optional[str] = None
+    whole_run_energy_j: Optional[float] = None  # the energy counter over every whole cycle
+    preemptions: Optional[int] = None
+
+
+def pooled_serving(cycles: list[dict]) -> ServingSummary:
     """Sums over cycles, then ratios (late aggregation)."""
     parts = [c["serving"] for c in cycles if c.get("serving")]
     ok = sum(p["goodput"]["requests_ok"] for p in parts)
@@ -138,13 +159,13 @@ def pooled_serving(cycles: list[dict]) -> dict[str, Any]:
     s_tok = _sum_or_none(s["output_tokens"] for s in steady)
     s_dur = _sum_or_none(s["duration_s"] for s in steady)
     preempt = _sum_or_none(p["engine_state"]["preemptions"] for p in parts)
-    return {"cycles": len(parts), "requests": n, "requests_ok": ok, "goodput_fraction": per_unit(ok, n),
-            "goodput_rps": per_unit(ok, duration), "steady_duration_s": s_dur,
-            "steady_output_tokens": s_tok, "steady_output_tokens_per_s": per_unit(s_tok, s_dur or 0),
-            "steady_energy_j": s_j, "steady_j_per_output_token": per_unit(s_j, s_tok or 0),
-            "steady_reason": _steady_reason(steady),
-            "whole_run_energy_j": _sum_or_none(p["whole_run"]["energy_j"] for p in parts),
-            "preemptions": preempt}
+    return ServingSummary(
+        cycles=len(parts), requests=n, requests_ok=ok, goodput_fraction=per_unit(ok, n),
+        goodput_rps=per_unit(ok, duration), steady_duration_s=s_dur, steady_output_tokens=s_tok,
+        steady_output_tokens_per_s=per_unit(s_tok, s_dur or 0), steady_energy_j=s_j,
+        steady_j_per_output_token=per_unit(s_j, s_tok or 0), steady_reason=_steady_reason(steady),
+        whole_run_energy_j=_sum_or_none(p["whole_run"]["energy_j"] for p in parts),
+        preemptions=preempt)
 
 
 def _steady_reason(steady: list[dict]) -> Optional[str]:

@@ -47,6 +47,27 @@ class GpuMemory:
     peak_reserved_mb: Optional[float]
 
 
+@dataclass
+class WorkerInfo:
+    rank: int
+    gpus: list[int]  # physical indices this worker process drives
+    pid: int
+
+
+@dataclass
+class ParallelInfo:
+    """result.parallel: which worker (rank) drove which physical GPUs and how batches were dealt;
+    requests name the rank that ran them (`worker`), per-GPU energy is in windows[].gpus."""
+
+    mode: str  # data | tensor
+    size: int
+    workers: list[WorkerInfo]
+    dealing: str
+    local_param_elements_per_worker: list[Optional[int]]  # shards under tensor parallel
+    # inside model load's time and energy when not None (a one-time cost)
+    random_checkpoint_write_s: Optional[float] = None
+
+
 @dataclass(frozen=True)
 class RunContext:
     """All a backend sees of the run beyond its own config section (`backend.*`) and what each
@@ -114,4 +135,4 @@ class RunsWorkers(Protocol):
 
     def generate_all(self, batches: list, force_output_len: bool, on_batch=None) -> list: ...
 
-    def describe(self) -> dict: ...  # result.parallel: mode, size, what each worker holds
+    def describe(self) -> ParallelInfo: ...  # result.parallel

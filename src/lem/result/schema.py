@@ -4,8 +4,9 @@ back into the same tree, checked (Result.read; the reading is lem.result.decode'
 Every field is always present; a value that could not be measured is null and `null_reasons`
 says why, so results of different machines and failures stay comparable column for column.
 The blocks typed `dict[str, Any]` are free-form on purpose: config is the run's whole Hydra config,
-environment, serving, parallel and engine are what each machine and backend reports, cycles and
-requests are raw per-cycle and per-request records (read by key, thousands of them per result).
+environment and engine are what each machine and backend reports (their keys differ by machine
+and engine), cycles and requests are raw per-cycle and per-request records (read by key path by
+the statistics, thousands of them per result). Everything lem derives from them is typed.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any, Optional
 from lem.analysis.attribution import Attribution
 from lem.analysis.metrics import Percentiles
 from lem.analysis.roofline import Roofline
+from lem.analysis.serving import ServingSummary
 from lem.analysis.stats import CycleStats
 from lem.analysis.validity import Validity
-from lem.backends.base import GpuMemory, PrecisionInfo
+from lem.backends.base import GpuMemory, ParallelInfo, PrecisionInfo
 from lem.machine.devices import ThermalGap
 from lem.measure.baseline import Baseline
 from lem.measure.instruments import TimeseriesInfo
@@ -125,10 +127,10 @@ class Result:
     requests: list[dict[str, Any]] = field(default_factory=list)  # every request of every cycle
     # batching=continuous: goodput, steady-state window and its energy, pooled over cycles
     # (per cycle, with the engine's state over time, in cycles[i]["serving"])
-    serving: Optional[dict[str, Any]] = None
+    serving: Optional[ServingSummary] = None
     # backend.parallel: the mode and which worker (rank) drove which physical GPUs; requests name
     # the rank that ran them (`worker`); per-GPU energy is in windows[].gpus and the summary
-    parallel: Optional[dict[str, Any]] = None
+    parallel: Optional[ParallelInfo] = None
     # the backend's engine: workflow, version and, for a built engine (backend=tensorrt), its cache
     # key and whether it was a cache hit; the build's time and energy are windows[name=engine_build]
     engine: Optional[dict[str, Any]] = None

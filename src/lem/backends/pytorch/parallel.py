@@ -30,7 +30,8 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from lem.backends.base import NO_RUN, BatchRecord, GpuMemory, PrecisionInfo, RunContext
+from lem.backends.base import (NO_RUN, BatchRecord, GpuMemory, ParallelInfo, PrecisionInfo, RunContext,
+                               WorkerInfo)
 
 log = logging.getLogger(__name__)
 MODES = ("data", "tensor")
@@ -104,16 +105,15 @@ class ParallelBackend:
         return records
 
     # -- reports ---------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ParallelInfo:
         infos = self._all(("model_info",))  # what each rank holds: shards under tensor parallel
-        return {"mode": self.mode, "size": len(self.workers),
-                "local_param_elements_per_worker": [i.get("local_param_elements") for i in infos],
-                "workers": [{"rank": w.rank, "gpus": w.gpus, "pid": w.proc.pid}
-                            for w in self.workers],
-                "dealing": "round-robin batches, run concurrently" if self.mode == "data"
-                else "every batch on every rank; rank 0's token times",
-                # inside model load's time and energy when not None (a one-time cost)
-                "random_checkpoint_write_s": self.random_checkpoint_write_s}
+        return ParallelInfo(
+            mode=self.mode, size=len(self.workers),
+            workers=[WorkerInfo(rank=w.rank, gpus=list(w.gpus), pid=w.proc.pid) for w in self.workers],
+            dealing="round-robin batches, run concurrently" if self.mode == "data"
+            else "every batch on every rank; rank 0's token times",
+            local_param_elements_per_worker=[i.get("local_param_elements") for i in infos],
+            random_checkpoint_write_s=self.random_checkpoint_write_s)
 
     def model_info(self) -> dict[str, Any]:
         infos = self._all(("model_info",))
