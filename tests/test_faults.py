@@ -247,3 +247,48 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+SHUTDOWN_HOOK = '''
+import os
+if os.environ.get("LEM_TEST_SHUTDOWN"):
+    import signal
+    from lem.backends.pytorch.backend import PyTorchBackend
+
+    def close(self):  # what a hung engine shutdown meets: the scheduler's SIGKILL, or an error
+        if os.environ["LEM_TEST_SHUTDOWN"] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError("engine core did not stop")
+
+    PyTorchBackend.close = close
+'''
+
+
+@pytest.mark.parametrize(("how", "isolate", "warning"), [
+    ("kill", "true", "ended with signal 9 during engine shutdown, after its measurement was complete"),
+    ("raise", "true", "engine shutdown failed after the measurement was complete and written: "
+                      "RuntimeError: engine core did not stop"),
+    ("kill", "false", None),  # one process, killed: what it wrote before the shutdown is all there is
+])
+def test_a_measurement_survives_an_engine_shutdown_that_dies(lem_cache, tmp_path, how, isolate, warning):
+    """The result is written before the engine shuts down: a shutdown killed by the scheduler (vLLM's
+    engine core has hung there until a time limit) or failing loses nothing measured."""
+    import subprocess
+    import sys
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SHUTDOWN_HOOK)  # runs in the spawned measuring child too
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "LEM_CACHE_DIR": str(lem_cache), "HF_HUB_OFFLINE": "1", "LEM_TEST_SHUTDOWN": how,
+           "PYTHONPATH": os.pathsep.join([str(hook), str(src), os.environ.get("PYTHONPATH", "")])}
+    job = tmp_path / "job"
+    p = subprocess.run([sys.executable, "-m", "lem", *FAST, f"isolate={isolate}", f"hydra.run.dir={job}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = json.loads((job / "result.json").read_text())
+    assert r["status"] == "ok" and r["error"] is None, (p.returncode, p.stderr[-2000:])
+    assert r["summary"]["output_tokens"] > 0 and len(r["requests"]) == 2 and r["finished_at"]
+    if warning:
+        assert p.returncode == 0 and any(warning in w for w in r["warnings"]), r["warnings"]
+    else:
+        assert p.returncode == -9

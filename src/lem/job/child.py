@@ -104,11 +104,13 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     """The child's result if it wrote one for this run; else a failed/interrupted one written here,
     naming the child's own error (`cause`, e.g. ENOSPC while writing its result) where it sent one."""
     path = out_dir / RESULT_FILE
+    code = child.exitcode
     if path.is_file() and path.stat().st_mtime >= started:
         result = Result.read(path)
+        if result.status == "ok" and code != 0:  # written before the engine's shutdown, then died
+            return _died_after_writing(result, code, path)
         if result.status != "running":
             return result
-    code = child.exitcode
     status = "interrupted" if received else "failed"
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     hint = " (SIGKILL: killed by the OOM killer or the scheduler?)" if code == -signal.SIGKILL else ""
@@ -127,6 +129,19 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
               file=sys.stderr, flush=True)
         return result
     return Result.read(path)  # what the sweep's later readers will read
+
+
+def _died_after_writing(result: Result, code, path: Path) -> Result:
+    """The measurement was complete and written; only the engine's shutdown was cut short."""
+    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    result.warnings.append(f"the measuring process ended with {why} during engine shutdown, after "
+                           "its measurement was complete and written")
+    try:
+        write_result(result, path.parent)
+    except OSError:
+        pass  # the measured result stays on disk as written; the warning is on the console
+    log.warning(result.warnings[-1])
+    return result
 
 
 def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_gap=None,

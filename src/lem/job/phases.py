@@ -4,7 +4,11 @@ validate -> pre-flight checks of the machine -> pin devices -> start the instrum
 process) -> device idle -> workload
 -> load model (its own window) -> settle + engine-ready idle baseline -> warmup to stability
 -> measured cycles (cooldown between) -> analysis -> result.json + timeseries.parquet
-(also when the run fails or is interrupted).
+-> engine shutdown -> result.json again (also when the run fails or is interrupted).
+
+The result is written before the engine shuts down as well: a shutdown that hangs until the
+scheduler kills the job (vLLM's engine core has) cannot lose a finished measurement, and an error
+or interrupt during shutdown is a warning on an `ok` result, not a failed run.
 """
 
 from __future__ import annotations
@@ -39,23 +43,39 @@ def run(cfg: DictConfig, overrides: list[str], out_dir: Path, job_gap=None) -> R
     result = Result(started_at=_now(), overrides=list(overrides), job_gap=job_gap)
     t0 = time.perf_counter()
     try:
-        _measure(cfg, result, out_dir)
+        _measure(cfg, result, out_dir, lambda: _finish(result, t0, out_dir))
         result.status = "ok"
     except KeyboardInterrupt as exc:
-        _record_error(result, "interrupted", exc)
-        raise
+        if not _measured(result, exc, "interrupted during engine shutdown"):
+            _record_error(result, "interrupted", exc)
+        raise  # an interrupt stops the sweep either way
     except BaseException as exc:
-        _record_error(result, "failed", exc)
-        raise
+        if not _measured(result, exc, "engine shutdown failed"):
+            _record_error(result, "failed", exc)
+            raise
     finally:
-        result.finished_at = _now()
-        result.wall_s = time.perf_counter() - t0
-        result.memory.peak_host_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        write_result(result, out_dir)
+        _finish(result, t0, out_dir)
     return result
 
 
-def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
+def _finish(result: Result, t0: float, out_dir: Path) -> None:
+    result.finished_at = _now()
+    result.wall_s = time.perf_counter() - t0
+    result.memory.peak_host_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_result(result, out_dir)
+
+
+def _measured(result: Result, exc: BaseException, what: str) -> bool:
+    """True when the measurement was complete (written) before `exc`: it becomes a warning."""
+    if result.status != "ok":
+        return False
+    note = f"{what} after the measurement was complete and written: {type(exc).__name__}: {exc}"
+    result.warnings.append(note)
+    log.warning(note)
+    return True
+
+
+def _measure(cfg: DictConfig, result: Result, out_dir: Path, write) -> None:
     host = probe_host()
     cfg.gpus = resolve_gpus(cfg.gpus, host)
     result.config = OmegaConf.to_container(cfg, resolve=True)
@@ -78,13 +98,26 @@ def _measure(cfg: DictConfig, result: Result, out_dir: Path) -> None:
     try:
         with _phase(result, "device_idle"):
             inst.sample_device_idle(cfg.energy.device_idle_s)
-        _phases(cfg, result, inst)
+        _phases(cfg, result, inst, lambda: _complete(result, inst, out_dir, write))
     finally:
         result.windows = inst.recorder.windows
         result.timeseries = inst.close(out_dir)
 
 
-def _phases(cfg: DictConfig, result: Result, inst) -> None:
+def _complete(result: Result, inst, out_dir: Path, write) -> None:
+    """Measured and analysed: the time series and result.json are written now, before the engine
+    shuts down; nothing after this can unmake the measurement."""
+    result.windows = inst.recorder.windows
+    result.timeseries = inst.close(out_dir)
+    result.status = "ok"
+    try:
+        write()
+    except BaseException:
+        result.status = "running"  # not written: the failure is the run's (e.g. ENOSPC)
+        raise
+
+
+def _phases(cfg: DictConfig, result: Result, inst, complete) -> None:
     from lem.backends import make_backend
     from lem.backends.base import RunContext
     from lem.machine import devices
@@ -119,6 +152,7 @@ def _phases(cfg: DictConfig, result: Result, inst) -> None:
         with _phase(result, "analysis"):
             memory = _peak_memory(backend, list(cfg.gpus))
             analyse(result, timings, cfg, inst, backend.model_info(), memory)
+        complete()
     finally:
         backend.close()
 

@@ -37,6 +37,7 @@ class Instruments:
         self.cpu_meter = _cpu_meter(e)
         self.recorder = WindowRecorder(self.meter, self.sampler, self.cpu_meter)
         self.device_idle_end_ns: Optional[int] = None
+        self._closed: Optional[TimeseriesInfo] = None
 
     @staticmethod
     def _sampler(e, gpus, nvml_error) -> Optional[Sampler]:
@@ -61,6 +62,12 @@ class Instruments:
         return self.sampler.drain() if self.sampler is not None else []
 
     def close(self, out_dir: Path) -> TimeseriesInfo:
+        """Stop sampling and write the time series, once: a second call returns the first's info."""
+        if self._closed is None:
+            self._closed = self._close(out_dir)
+        return self._closed
+
+    def _close(self, out_dir: Path) -> TimeseriesInfo:
         if self.sampler is None:
             return TimeseriesInfo(None, 0, None, None, "no GPU sampler (CPU run, energy=none, "
                                   "or energy.sample_period_s=0)")

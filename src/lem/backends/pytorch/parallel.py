@@ -30,8 +30,15 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from lem.backends.base import (NO_RUN, BatchRecord, GpuMemory, ParallelInfo, PrecisionInfo, RunContext,
-                               WorkerInfo)
+from lem.backends.base import (
+    NO_RUN,
+    BatchRecord,
+    GpuMemory,
+    ParallelInfo,
+    PrecisionInfo,
+    RunContext,
+    WorkerInfo,
+)
 
 log = logging.getLogger(__name__)
 MODES = ("data", "tensor")
