@@ -34,11 +34,11 @@ lem_run() {  # lem_run <dir> <overrides...>: one run; its raw files go to $STAGE
 case $1 in
 test)
   python3 -m pytest -m gpu -q -x tests/test_vllm_gpu.py tests/test_doctor_gpu.py -k "vllm or foreign or own" \
-    2>&1 | tail -n 30 | tee "$STAGE_OUT/pytest_gpu.txt" ;;
+    2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt" ;;
 paired)  # one engine, lem vs plain LLM.generate interleaved, every batch spec in turn
   VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_WORKER_MULTIPROC_METHOD=spawn python3 benchmarks/vllm_gpu_paired.py \
     --batches "${PAIRED:-1:8,64:256}" --rounds "${ROUNDS:-4}" 2>"$RUNS/paired.err" | grep "^{" \
-    | tee -a "$STAGE_OUT/paired.jsonl" | grep summary | cut -c1-700
+    | tee -a "$OUT/paired.jsonl" | grep summary | cut -c1-700
   tail -n 5 "$RUNS/paired.err" ;;
 bs)  # offline static batches; each cycle a few seconds of work
   IFS=';' read -ra SPECS <<< "${BS:-1 6;8 48;64 256;256 512}"; for spec in "${SPECS[@]}"; do
@@ -71,7 +71,7 @@ torchpair)  # lem's PyTorch backend vs plain generate, interleaved in one proces
     set -- $spec
     python3 benchmarks/torch_gpu_paired.py --batch-size "$1" --num-requests "$2" \
       --rounds "${ROUNDS:-3}" --configs "${CONFIGS:-eager,static,compiled}" 2>"$RUNS/tpair_bs$1.err" \
-      | tee -a "$STAGE_OUT/torchpair.jsonl" | grep summary | cut -c1-600
+      | tee -a "$OUT/torchpair.jsonl" | grep summary | cut -c1-600
     tail -n 3 "$RUNS/tpair_bs$1.err"
   done ;;
 bnb)  # bitsandbytes int8 / int4 against bf16 on the PyTorch backend (issue 19)
