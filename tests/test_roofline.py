@@ -66,6 +66,19 @@ def test_batch_reads_weights_once_but_kv_and_flops_per_sequence():
     assert r.mbu == pytest.approx((PARAM_BYTES + 8 * 1024 * KV_PER_TOKEN) / 5e-3 / H200_BW)
 
 
+def test_above_the_peak_is_withheld_saying_why():
+    """vLLM, batch 512 on an H100 (2026-12-08): the median ITL timed steps that did not carry all 512
+    sequences (their prefill was staggered), and the batch-size roofline gave MBU 1.22."""
+    r = decode_roofline("NVIDIA H100 80GB HBM3", "bfloat16", PARAM_BYTES, PARAMS, LLAMA3_8B, batch_size=512,
+                        mean_context_len=320, decode_step_s=9.175e-3)
+    assert r.mbu is None and r.mfu is None and r.achieved_bandwidth_bytes_per_s is None
+    assert r.bytes_per_step == PARAM_BYTES + 512 * 320 * KV_PER_TOKEN  # the model's figure stays
+    assert "withheld: MBU 1.22 > 1" in r.reason and "did not each carry batch_size sequences" in r.reason
+    ok = decode_roofline("NVIDIA H100 80GB HBM3", "bfloat16", PARAM_BYTES, PARAMS, LLAMA3_8B, batch_size=512,
+                         mean_context_len=320, decode_step_s=13.4e-3)  # a step that could carry them all
+    assert 0.8 < ok.mbu < 1 and ok.reason is None
+
+
 def test_explicit_head_dim_sets_kv_size_and_query_width():
     # a Gemma-like shape where heads * head_dim (16 * 256 = 4096) != hidden_size (3072)
     arch = {"num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
