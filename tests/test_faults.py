@@ -29,6 +29,7 @@ def _refused(run_lem, tmp_path, *overrides: str) -> str:
     (["energy.sample_period_s=-1"], "energy.sample_period_s=-1.0 must be >= 0"),
     (["measurement.cooldown_max_s=-5"], "measurement.cooldown_max_s=-5.0 must be >= 0"),
     (["energy.cpu=bogus"], "energy.cpu=bogus is unknown"),
+    (["shutdown_max_s=-1"], "shutdown_max_s=-1.0 must be >= 0"),
     (["+foo=1"], "foo is not a lem option"),
     (["gpus=abc"], "gpus=abc is not a list of GPU indices"),
 ])
@@ -256,8 +257,17 @@ if os.environ.get("LEM_TEST_SHUTDOWN"):
     from lem.backends.pytorch.backend import PyTorchBackend
 
     def close(self):  # what a hung engine shutdown meets: the scheduler's SIGKILL, or an error
-        if os.environ["LEM_TEST_SHUTDOWN"] == "kill":
+        how = os.environ["LEM_TEST_SHUTDOWN"]
+        if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if how == "hang":  # an engine core child that never stops, and a shutdown that waits for it
+            import subprocess
+            import time
+
+            core = subprocess.Popen(["sleep", "3600"])
+            with open(os.environ["LEM_TEST_CORE_PID"], "w") as f:
+                f.write(str(core.pid))
+            time.sleep(3600)
         raise RuntimeError("engine core did not stop")
 
     PyTorchBackend.close = close
@@ -292,3 +302,37 @@ def test_a_measurement_survives_an_engine_shutdown_that_dies(lem_cache, tmp_path
         assert p.returncode == 0 and any(warning in w for w in r["warnings"]), r["warnings"]
     else:
         assert p.returncode == -9
+
+
+def test_a_hung_engine_shutdown_is_cut_short_with_its_children_after_the_result_is_written(lem_cache, tmp_path):
+    """A shutdown that never returns (vLLM's engine core has hung there) would stall a sweep until
+    the scheduler's time limit: lem kills the measuring process and its children shutdown_max_s
+    after the measurement is written; the result stays ok, saying so, and the sweep goes on."""
+    import subprocess
+    import sys
+    import time
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SHUTDOWN_HOOK)
+    core_pid = tmp_path / "core.pid"
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "LEM_CACHE_DIR": str(lem_cache), "HF_HUB_OFFLINE": "1", "LEM_TEST_SHUTDOWN": "hang",
+           "LEM_TEST_CORE_PID": str(core_pid),
+           "PYTHONPATH": os.pathsep.join([str(hook), str(src), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "lem", "-m", *FAST, "shutdown_max_s=2", "seed=1,2",
+                        f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert time.monotonic() - t0 < 240  # never the hour the shutdown would have taken
+    results = sorted((tmp_path / "sweep").glob("*/result.json"))
+    assert len(results) == 2  # the second point ran after the first one's shutdown was cut short
+    for path in results:
+        r = json.loads(path.read_text())
+        assert r["status"] == "ok" and r["summary"]["output_tokens"] > 0
+        assert any("killed by lem: its engine's shutdown outlasted shutdown_max_s=2" in w
+                   for w in r["warnings"]), r["warnings"]
+    pid = int(core_pid.read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -3,7 +3,7 @@ never what it measures. Three places read it and must agree: the config hash (re
 points by it), aggregation's group hash (repeats pool by it) and Hydra's job directory names
 (`${lem.not_measured_overrides:}` in conf/config.yaml). Importing it costs nothing."""
 
-NOT_MEASURED_KEYS = ("progress", "cache_dir", "isolate", "resume", "dry_run", "objective",
+NOT_MEASURED_KEYS = ("progress", "cache_dir", "isolate", "shutdown_max_s", "resume", "dry_run", "objective",
                      "preflight", "output_root", "slurm_account", "parity")
 
 # what Hydra's override_dirname leaves out: keys are matched exactly, so each preflight key

@@ -153,6 +153,9 @@ class LemConfig:
     progress: bool = True
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     isolate: bool = True  # run the measurement in a spawned child process
+    # isolate=true: once the measurement is written, the engine's shutdown may take this long; then
+    # the measuring process and its children are killed (a hung shutdown never stalls a sweep)
+    shutdown_max_s: float = 120.0
     resume: bool = True  # in a sweep, skip points with an ok result of the same config hash
     dry_run: bool = False  # validate and print the plan; load nothing
     preflight: PreflightConfig = field(default_factory=PreflightConfig)

@@ -109,6 +109,9 @@ def _measurement(cfg, host: HostInfo) -> list[str]:
         need = f"> {bound}" if strict else f">= {bound}"
         why = " (at least one measured cycle)" if key == "cycles" else ""
         problems.append(f"{group}.{key}={value} must be {need}{why}")
+    if (cfg.get("shutdown_max_s") or 0) < 0:
+        problems.append(f"shutdown_max_s={cfg.shutdown_max_s} must be >= 0 (seconds the engine's "
+                        "shutdown may take after the result is written)")
     w = cfg.measurement.get("warmup_output_len")
     if w is not None and w < 1:
         problems.append(f"measurement.warmup_output_len={w} must be >= 1, or null (the dataset's lengths)")

@@ -23,6 +23,7 @@ from lem.result.schema import RESULT_FILE, ErrorInfo, Result, write_result
 
 log = logging.getLogger(__name__)
 GRACE_S = 60.0  # after forwarding a signal, how long the child may take to write its result
+WRITTEN = "lem:measurement-written"  # the child's word on the pipe: only the engine's shutdown is left
 
 
 class Interrupted(Exception):
@@ -47,13 +48,14 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
     sweep_lock.note_measuring(child.pid)
     received: list[int] = []
     previous = _forward_signals(child, received)
+    heard: list[str] = []
     try:
-        _wait(child, received)
+        killed = _wait(child, received, cause_in, heard, float(config.get("shutdown_max_s", 120.0)))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    cause = _cause(cause_in)
-    result = _result_of(child, config, overrides, out_dir, started, received, cause)
+    cause = _cause(cause_in, heard)
+    result = _result_of(child, config, overrides, out_dir, started, received, cause, killed)
     if received or result.status == "interrupted":
         signum = received[0] if received else _signal_of(child.exitcode)
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; result: {out_dir / RESULT_FILE}",
@@ -61,14 +63,20 @@ def run_isolated(config: dict[str, Any], overrides: list[str], out_dir: Path,
     return result
 
 
-def _cause(conn) -> str | None:
-    """What the child sent before it exited (its error), or None: a closed pipe reads as EOF."""
+def _cause(conn, heard: list[str]) -> str | None:
+    """The child's error, if it sent one before it exited, else None (a closed pipe reads as EOF)."""
+    _hear(conn, heard)
+    conn.close()
+    errors = [m for m in heard if m != WRITTEN]
+    return errors[-1] if errors else None
+
+
+def _hear(conn, heard: list[str]) -> None:
     try:
-        return conn.recv() if conn.poll() else None
+        while conn.poll():
+            heard.append(conn.recv())
     except (EOFError, OSError):
-        return None
-    finally:
-        conn.close()
+        pass
 
 
 def _signal_of(exitcode) -> int:
@@ -88,19 +96,46 @@ def _forward_signals(child, received: list[int]) -> dict:
     return {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _wait(child, received: list[int]) -> None:
-    deadline = None
+def _wait(child, received: list[int], conn, heard: list[str], shutdown_max_s: float) -> Optional[str]:
+    """Until the child ends. It is killed, with its children (an engine core), GRACE_S after a
+    forwarded signal, or `shutdown_max_s` after it said its measurement is written (a hung engine
+    shutdown). Returns why it was killed, or None."""
+    deadlines: dict[str, float] = {}  # why -> when
     while child.is_alive():
         child.join(0.2)
-        if received and deadline is None:
-            deadline = time.monotonic() + GRACE_S
-        if deadline is not None and time.monotonic() > deadline:
-            log.error("job did not stop %.0f s after the signal; killing it", GRACE_S)
-            child.kill()
-            child.join(5)
+        _hear(conn, heard)
+        now = time.monotonic()
+        if received:
+            deadlines.setdefault(f"did not stop {GRACE_S:.0f} s after the signal", now + GRACE_S)
+        if WRITTEN in heard:
+            deadlines.setdefault(f"its engine's shutdown outlasted shutdown_max_s={shutdown_max_s:g}",
+                                 now + shutdown_max_s)
+        due = [why for why, at in deadlines.items() if now > at]
+        if due and child.is_alive():
+            log.error("the measuring process %s; killing it and its children", due[0])
+            _kill_tree(child)
+            return due[0]
+    return None
 
 
-def _result_of(child, config, overrides, out_dir: Path, started: float, received, cause=None) -> Result:
+def _kill_tree(child) -> None:
+    """SIGKILL the child and every process under it (vLLM's engine core and workers would hold
+    the GPUs the next point measures)."""
+    import os
+
+    from lem.machine.devices import own_process_tree
+
+    for pid in own_process_tree(child.pid) - {child.pid}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    child.kill()
+    child.join(5)
+
+
+def _result_of(child, config, overrides, out_dir: Path, started: float, received, cause=None,
+               killed: Optional[str] = None) -> Result:
     """The child's result if it wrote one for this run; else a failed/interrupted one written here,
     naming the child's own error (`cause`, e.g. ENOSPC while writing its result) where it sent one."""
     path = out_dir / RESULT_FILE
@@ -108,7 +143,7 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     if path.is_file() and path.stat().st_mtime >= started:
         result = Result.read(path)
         if result.status == "ok" and code != 0:  # written before the engine's shutdown, then died
-            return _died_after_writing(result, code, path)
+            return _died_after_writing(result, code, path, killed)
         if result.status != "running":
             return result
     status = "interrupted" if received else "failed"
@@ -131,10 +166,11 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     return Result.read(path)  # what the sweep's later readers will read
 
 
-def _died_after_writing(result: Result, code, path: Path) -> Result:
+def _died_after_writing(result: Result, code, path: Path, killed: Optional[str]) -> Result:
     """The measurement was complete and written; only the engine's shutdown was cut short."""
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    result.warnings.append(f"the measuring process ended with {why} during engine shutdown, after "
+    by = f" (killed by lem: {killed})" if killed else ""
+    result.warnings.append(f"the measuring process ended with {why}{by} during engine shutdown, after "
                            "its measurement was complete and written")
     try:
         write_result(result, path.parent)
@@ -160,7 +196,8 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_
     try:
         _child_logging(Path(out_dir))  # inside: a full disk fails here too, and the parent hears why
         die_with_parent()
-        run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap)
+        run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap,
+            on_written=(lambda: cause.send(WRITTEN)) if cause is not None else (lambda: None))
     except KeyboardInterrupt:
         sys.exit(128 + _INTERRUPTED.get("signum", signal.SIGINT))
     except Exception as exc:

@@ -38,12 +38,19 @@ SERVING_NO_ATTRIBUTION = ("continuous batching: prefill and decode of different 
                           "engine steps, so time spans cannot split them")
 
 
-def run(cfg: DictConfig, overrides: list[str], out_dir: Path, job_gap=None) -> Result:
-    """Measure `cfg`; result.json is written to `out_dir` whatever happens."""
+def run(cfg: DictConfig, overrides: list[str], out_dir: Path, job_gap=None,
+        on_written=lambda: None) -> Result:
+    """Measure `cfg`; result.json is written to `out_dir` whatever happens. `on_written` is called
+    once the complete measurement is on disk, before the engine shuts down."""
     result = Result(started_at=_now(), overrides=list(overrides), job_gap=job_gap)
     t0 = time.perf_counter()
+
+    def write_complete():
+        _finish(result, t0, out_dir)
+        on_written()
+
     try:
-        _measure(cfg, result, out_dir, lambda: _finish(result, t0, out_dir))
+        _measure(cfg, result, out_dir, write_complete)
         result.status = "ok"
     except KeyboardInterrupt as exc:
         if not _measured(result, exc, "interrupted during engine shutdown"):
