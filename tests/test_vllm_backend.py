@@ -199,10 +199,10 @@ def test_pooled_steady_state_names_the_cycle_without_one():
     bad = {"energy_j": None, "output_tokens": None, "duration_s": None,
            "reason": "3 or more requests ran in one engine sample only: no span"}
     pooled = pooled_serving([cycle(good), cycle(bad)])
-    assert pooled["steady_energy_j"] is None
-    assert pooled["steady_reason"].startswith("cycle 1: 3 or more requests ran in one engine sample")
+    assert pooled.steady_energy_j is None
+    assert pooled.steady_reason.startswith("cycle 1: 3 or more requests ran in one engine sample")
     ok = pooled_serving([cycle(good), cycle(good)])
-    assert ok["steady_reason"] is None and ok["steady_j_per_output_token"] == pytest.approx(0.5)
+    assert ok.steady_reason is None and ok.steady_j_per_output_token == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(("override", "where"), [
