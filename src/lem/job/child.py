@@ -197,7 +197,7 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_
         _child_logging(Path(out_dir))  # inside: a full disk fails here too, and the parent hears why
         die_with_parent()
         run(OmegaConf.create(config), overrides, Path(out_dir), job_gap=job_gap,
-            on_written=(lambda: cause.send(WRITTEN)) if cause is not None else (lambda: None))
+            on_written=lambda: _tell(cause, WRITTEN))
     except KeyboardInterrupt:
         sys.exit(128 + _INTERRUPTED.get("signum", signal.SIGINT))
     except Exception as exc:
@@ -205,6 +205,15 @@ def _child_main(config: dict[str, Any], overrides: list[str], out_dir: str, job_
         if cause is not None:  # the parent names it in the result it writes (or on the console)
             cause.send(f"{type(exc).__name__}: {exc}")
         sys.exit(1)
+
+
+def _tell(conn, message: str) -> None:
+    """A word to the parent; a parent that is gone (the pipe broken) changes nothing here."""
+    try:
+        if conn is not None:
+            conn.send(message)
+    except OSError:
+        pass
 
 
 _INTERRUPTED: dict[str, int] = {}
