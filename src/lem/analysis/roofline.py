@@ -199,11 +199,11 @@ def decode_roofline(gpu_name: Optional[str], dtype: str, param_bytes: int, num_p
         out.mbu = out.achieved_bandwidth_bytes_per_s / (peak.bandwidth_bytes_per_s * num_gpus)
     if peak_flops is not None and out.achieved_flops_per_s is not None:
         out.mfu = out.achieved_flops_per_s / (peak_flops * num_gpus)
-    out.reason = "; ".join(reasons + _impossible(out)) or None
+    out.reason = "; ".join(reasons + _withhold_above_peak(out)) or None
     return out
 
 
-def _impossible(out: Roofline) -> list[str]:
+def _withhold_above_peak(out: Roofline) -> list[str]:
     """Above the datasheet peak is not a measurement: the step timed did not carry the assumed
     batch (an engine that staggers a large batch's prefill decodes part of it per step, e.g. vLLM at
     batch 512 on an H100 gave MBU 1.22). The figures are withheld, saying so."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 import time
@@ -89,8 +90,6 @@ def _forward_signals(child, received: list[int]) -> dict:
     def forward(signum, frame):
         received.append(signum)
         if child.is_alive() and child.pid:
-            import os
-
             os.kill(child.pid, signal.SIGTERM)
 
     return {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -121,8 +120,6 @@ def _wait(child, received: list[int], conn, heard: list[str], shutdown_max_s: fl
 def _kill_tree(child) -> None:
     """SIGKILL the child and every process under it (vLLM's engine core and workers would hold
     the GPUs the next point measures)."""
-    import os
-
     from lem.machine.devices import own_process_tree
 
     for pid in own_process_tree(child.pid) - {child.pid}:
@@ -147,7 +144,7 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
         if result.status != "running":
             return result
     status = "interrupted" if received else "failed"
-    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    why = _ended_with(code)
     hint = " (SIGKILL: killed by the OOM killer or the scheduler?)" if code == -signal.SIGKILL else ""
     said = f": {cause}" if cause else ""
     result = Result(status=status, overrides=list(overrides), config=config,
@@ -166,9 +163,13 @@ def _result_of(child, config, overrides, out_dir: Path, started: float, received
     return Result.read(path)  # what the sweep's later readers will read
 
 
+def _ended_with(code) -> str:
+    return f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+
+
 def _died_after_writing(result: Result, code, path: Path, killed: Optional[str]) -> Result:
     """The measurement was complete and written; only the engine's shutdown was cut short."""
-    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    why = _ended_with(code)
     by = f" (killed by lem: {killed})" if killed else ""
     result.warnings.append(f"the measuring process ended with {why}{by} during engine shutdown, after "
                            "its measurement was complete and written")

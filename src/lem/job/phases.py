@@ -105,7 +105,7 @@ def _measure(cfg: DictConfig, result: Result, out_dir: Path, write) -> None:
     try:
         with _phase(result, "device_idle"):
             inst.sample_device_idle(cfg.energy.device_idle_s)
-        _phases(cfg, result, inst, lambda: _complete(result, inst, out_dir, write))
+        _phases(cfg, result, inst, out_dir, write)
     finally:
         result.windows = inst.recorder.windows
         result.timeseries = inst.close(out_dir)
@@ -124,7 +124,7 @@ def _complete(result: Result, inst, out_dir: Path, write) -> None:
         raise
 
 
-def _phases(cfg: DictConfig, result: Result, inst, complete) -> None:
+def _phases(cfg: DictConfig, result: Result, inst, out_dir: Path, write) -> None:
     from lem.backends import make_backend
     from lem.backends.base import RunContext
     from lem.machine import devices
@@ -159,7 +159,7 @@ def _phases(cfg: DictConfig, result: Result, inst, complete) -> None:
         with _phase(result, "analysis"):
             memory = _peak_memory(backend, list(cfg.gpus))
             analyse(result, timings, cfg, inst, backend.model_info(), memory)
-        complete()
+        _complete(result, inst, out_dir, write)
     finally:
         backend.close()
 
