@@ -2,9 +2,11 @@
 
 One process builds a random-weight Llama-3-8B-shaped model on the GPU (bf16) once. For each
 generate configuration (eager dynamic cache; static cache eager; static cache with the decode step
-compiled, mode reduce-overhead) passes over the same requests alternate between:
+compiled, mode reduce-overhead; the last two with lem's own decode loop, `backend.decode_loop=lem`)
+passes over the same requests alternate between:
 - plain:    `model.generate(...)` with nothing attached (no streamer, no stopping criterion);
-- lem:      `PyTorchBackend.generate`, as `python -m lem` runs it (CUDA-event step clock);
+- lem:      `PyTorchBackend.generate`, as `python -m lem` runs it (CUDA-event step clock; generate,
+            or lem's loop for the *_lemloop configs);
 - streamer: plain plus a streamer that timestamps each step (lem's clock before issue 19),
 the order rotating each round. Each pass is timed with time.perf_counter() and metered with NVML's
 energy counter read at its edges; output tokens are counted from the returned ids. Adjacent
@@ -29,10 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-CONFIGS = {  # name -> the PyTorch backend keys it sets
-    "eager": {"cache_implementation": None, "torch_compile": False},
-    "static": {"cache_implementation": "static", "torch_compile": False},
-    "compiled": {"cache_implementation": "static", "torch_compile": True},
+CONFIGS = {  # name -> the PyTorch backend keys it sets ("plain" always runs model.generate)
+    "eager": {"cache_implementation": None, "torch_compile": False, "decode_loop": "generate"},
+    "static": {"cache_implementation": "static", "torch_compile": False, "decode_loop": "generate"},
+    "compiled": {"cache_implementation": "static", "torch_compile": True, "decode_loop": "generate"},
+    # lem's own greedy loop (backend.decode_loop=lem) against generate with the same cache/compile
+    "static_lemloop": {"cache_implementation": "static", "torch_compile": False, "decode_loop": "lem"},
+    "compiled_lemloop": {"cache_implementation": "static", "torch_compile": True, "decode_loop": "lem"},
 }
 
 
@@ -177,7 +182,8 @@ def main():
 
     backend = build_backend(a.model, [] if a.cpu else [0])
     rng = np.random.default_rng(0)
-    reqs = [Request(i, rng.integers(10, 128000, a.input_len).tolist(), a.output_len)
+    vocab = backend.model.config.vocab_size
+    reqs = [Request(i, rng.integers(10, min(128000, vocab), a.input_len).tolist(), a.output_len)
             for i in range(a.num_requests)]
     batches = [reqs[i:i + a.batch_size] for i in range(0, len(reqs), a.batch_size)]
     h = None

@@ -21,7 +21,8 @@ FP32 = OmegaConf.create({"name": "fp32", "dtype": "float32", "quantization": Non
 def _cfg(**options):
     return OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,
                              "max_memory": None, "low_cpu_mem_usage": True, "torch_compile": False,
-                             "cache_implementation": None, "trust_remote_code": False,
+                             "cache_implementation": None, "decode_loop": "generate",
+                             "trust_remote_code": False,
                              "parallel": None, "parallel_size": None, **options})
 
 

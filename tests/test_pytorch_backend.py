@@ -17,6 +17,7 @@ def _backend(**options):
     cfg = OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,
                             "max_memory": None, "low_cpu_mem_usage": True, "torch_compile": False,
                             "compile_mode": "reduce-overhead", "cache_implementation": None,
+                            "decode_loop": "generate",
                             "trust_remote_code": False, **options})
     return PyTorchBackend(cfg, None)
 

@@ -26,6 +26,7 @@ def _backend(**options):
     cfg = OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,
                             "max_memory": None, "low_cpu_mem_usage": True, "torch_compile": False,
                             "compile_mode": "reduce-overhead", "cache_implementation": None,
+                            "decode_loop": "generate",
                             "trust_remote_code": False, **options})
     b = PyTorchBackend(cfg, None)
     b.load(ModelSource("r", "random", config=ARCH), BF16, [0])
@@ -63,3 +64,18 @@ def test_compiled_static_cache_decode_runs_and_is_reported():
     assert first.token_ids == again.token_ids
     assert eager.engine_info()["compiled"] is False
     assert eager.generate(_batch(16), True).output_tokens == again.output_tokens
+
+
+def test_lem_decode_loop_gives_generates_ids_compiled_with_a_time_per_token():
+    """backend.decode_loop=lem on the GPU: CUDA-graphed steps queued without a host wait give
+    the ids compiled generate gives, with one in-order device timestamp per token."""
+    ref = _backend(cache_implementation="static", torch_compile=True)
+    b = _backend(cache_implementation="static", torch_compile=True, decode_loop="lem")
+    for backend in (ref, b):
+        backend.generate(_batch(16), True)  # compiles and records the CUDA graphs
+    want, rec = ref.generate(_batch(32), True), b.generate(_batch(32), True)
+    assert rec.token_ids == want.token_ids and rec.output_tokens == [32] * 4
+    times = rec.token_times_s[0]
+    assert len(times) == 32 and all(x < y for x, y in zip(times, times[1:]))
+    info = b.engine_info()
+    assert info["decode_loop"] == "lem" and info["compiled"] is True

@@ -215,6 +215,15 @@ def test_torch_compile_without_a_static_cache_names_the_fix(compose):
     assert "backend.cache_implementation=static" in problems[0]
 
 
+@pytest.mark.parametrize("override, fix", [
+    ("backend.decode_loop=fastest", "choose one of"),
+    ("backend.decode_loop=lem", "backend.cache_implementation=static"),
+])
+def test_decode_loop_misconfigurations_name_the_key_and_the_fix(compose, override, fix):
+    problems = _problems(compose(["gpus=[]", override]), _host())
+    assert len(problems) == 1 and override in problems[0] and fix in problems[0]
+
+
 def test_unknown_compile_mode(compose):
     problems = _problems(compose(["gpus=[]", "backend.compile_mode=fastest"]), _host())
     assert len(problems) == 1 and "backend.compile_mode=fastest" in problems[0]

@@ -124,7 +124,8 @@ def _pytorch_cfg():
 
     return OmegaConf.create({"name": "pytorch", "attn_implementation": None, "device_map": None,
                              "max_memory": None, "low_cpu_mem_usage": True, "torch_compile": False,
-                             "cache_implementation": None, "trust_remote_code": False})
+                             "cache_implementation": None, "decode_loop": "generate",
+                             "trust_remote_code": False})
 
 
 _FP32 = type("P", (), {"name": "fp32", "dtype": "float32", "quantization": None})()

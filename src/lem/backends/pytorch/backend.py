@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any, Optional
 
 from lem.backends.base import NO_RUN, BatchRecord, GpuMemory, PrecisionInfo, RunContext
+from lem.backends.pytorch.decode import decode_greedy
 from lem.config.plain import plain
 from lem.models.source import ModelSource
 from lem.workload.requests import Request
@@ -150,18 +151,32 @@ class PyTorchBackend:
             config._compile_all_devices = True
         return {"compile_config": config}
 
+    def _compiled_call(self):
+        """For lem's loop: the compiled call generate would use, or None (eager) where the option
+        is off or the quantizer cannot be compiled (generate skips compiling there too)."""
+        quantizer = getattr(self.model, "hf_quantizer", None)
+        if not self.cfg.torch_compile or (quantizer is not None and not quantizer.is_compileable):
+            return None
+        return self.model.get_compiled_call(self._compile_kwargs()["compile_config"])
+
     def generate(self, batch: list[Request], force_output_len: bool) -> BatchRecord:
         import torch
         from transformers import StoppingCriteriaList
 
         input_ids, attention_mask = self._pad_left(batch)
         targets = [r.output_len for r in batch]
-        kwargs = self.generate_kwargs(targets, force_output_len)
         clock = StepClock(self.device, input_ids.shape[1], targets)
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                      stopping_criteria=StoppingCriteriaList([clock]), **kwargs)
-        generated = out[:, input_ids.shape[1]:].tolist()  # waits for the device
+            if self.cfg.decode_loop == "lem":
+                out = decode_greedy(self.model, input_ids, attention_mask, targets,
+                                    force_output_len, self.eos_ids, self.pad_id, clock.mark,
+                                    self._compiled_call())
+            else:
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                          stopping_criteria=StoppingCriteriaList([clock]),
+                                          **self.generate_kwargs(targets, force_output_len))
+                out = out[:, input_ids.shape[1]:]
+        generated = out.tolist()  # waits for the device
         times_s = clock.times_s()
         counts = self._count_outputs(generated, targets, force_output_len, len(times_s))
         return BatchRecord(clock.start_s, counts, [times_s[:n] for n in counts],
@@ -214,6 +229,7 @@ class PyTorchBackend:
                 "torch_compile": bool(c.torch_compile),
                 "compile_mode": c.compile_mode if c.torch_compile else None,
                 "compiled": compiled if c.torch_compile else False,
+                "decode_loop": c.decode_loop,
                 "token_clock": "cuda_events" if self.device.type == "cuda" else "host_clock"}
         info.update(_dynamo_stats() if c.torch_compile else {})
         return info
@@ -275,15 +291,19 @@ class StepClock:
         self.start_s = time.perf_counter()
 
     def __call__(self, input_ids, scores, **kwargs):
+        """As generate's stopping criterion: mark the step, say which rows reached their target."""
+        self.mark()
+        return (input_ids.shape[1] - self.prompt_len) >= self.targets
+
+    def mark(self) -> None:
         if self._cuda:
             import torch
 
-            mark = torch.cuda.Event(enable_timing=True)
-            mark.record()
-            self._marks.append(mark)
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
         else:
             self._marks.append(time.perf_counter())
-        return (input_ids.shape[1] - self.prompt_len) >= self.targets
 
     def times_s(self) -> list[float]:
         if not self._cuda:

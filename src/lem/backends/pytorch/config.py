@@ -24,6 +24,9 @@ class PyTorchConfig(BackendConfig):
     torch_compile: bool = False
     compile_mode: str = "reduce-overhead"  # torch.compile mode: default | reduce-overhead | max-autotune...
     cache_implementation: Optional[str] = None  # None (dynamic) | static | offloaded ...
+    # generate: transformers' loop (the host waits for the device every step); lem: lem's greedy
+    # loop over the same model and static cache, no wait while lengths are forced (decode.py)
+    decode_loop: str = "generate"
     trust_remote_code: bool = False
     # None: one process; data: one worker per GPU, batches dealt out; tensor: tp_plan="auto"
     parallel: Optional[str] = None

@@ -48,7 +48,21 @@ def _compile(b) -> list[str]:
         problems.append(f"backend.torch_compile=true compiles the decode step over a static KV "
                         f"cache, but backend.cache_implementation={b.cache_implementation}; add "
                         f"backend.cache_implementation=static (or use backend=pytorch_fast)")
-    return problems
+    return problems + _decode_loop(b)
+
+
+DECODE_LOOPS = ("generate", "lem")
+
+
+def _decode_loop(b) -> list[str]:
+    """lem's loop decodes over a static KV cache only (it never grows a cache)."""
+    if b.decode_loop not in DECODE_LOOPS:
+        return [f"backend.decode_loop={b.decode_loop} is unknown; choose one of {DECODE_LOOPS}"]
+    if b.decode_loop == "lem" and b.cache_implementation != "static":
+        return [f"backend.decode_loop=lem decodes over a static KV cache, but "
+                f"backend.cache_implementation={b.cache_implementation}; add "
+                f"backend.cache_implementation=static"]
+    return []
 
 
 PARALLEL_MODES = (None, "data", "tensor")
