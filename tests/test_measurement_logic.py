@@ -154,3 +154,17 @@ def test_data_parallel_attribution_charges_each_batch_to_its_own_gpu():
     assert split.decode_energy_j == pytest.approx(600 * 1.0 + 100 * 1.0)
     both = attribute(spans, rows, [0, 1], None)  # without it, each batch would take both GPUs
     assert both.decode_energy_j == pytest.approx(2 * split.decode_energy_j)
+
+
+def test_a_static_batch_larger_than_the_engines_per_step_limit_is_flagged_with_the_fix():
+    from omegaconf import OmegaConf
+
+    static = OmegaConf.create({"strategy": "static", "batch_size": 512})
+    over = v.batch_runs_whole(static, {"max_seqs_per_step": 128})
+    assert over.verdict == "warn" and "at most 128 ran at once" in over.detail
+    assert "backend.max_num_seqs=512" in over.detail
+    assert v.batch_runs_whole(static, {"max_seqs_per_step": 1024}).verdict == "pass"
+    assert v.batch_runs_whole(static, {"library": "transformers"}).verdict == "skipped"
+    assert v.batch_runs_whole(static, None).verdict == "skipped"
+    continuous = OmegaConf.create({"strategy": "continuous", "batch_size": 4})
+    assert v.batch_runs_whole(continuous, {"max_seqs_per_step": 2}).verdict == "skipped"

@@ -222,3 +222,27 @@ def test_continuous_batching_gets_an_estimate_from_the_engines_running_count():
     r.cycles = [{"serving": {"engine_state": {"rows": []}}}]
     none = _roofline(r, cfg, {"param_bytes": 16e9, "num_params": 8e9, "arch": arch})
     assert none.mbu is None and "no engine state" in none.reason
+
+
+def test_a_static_batch_above_the_engines_sequence_limit_is_decoded_at_the_limit():
+    """vLLM runs at most max_num_seqs sequences per step: a batch of 512 under a limit of 128 is
+    decoded 128 at a time, so the roofline's batch is 128 (and its method says so)."""
+    from omegaconf import OmegaConf
+
+    from lem.analysis.analyse import _roofline
+    from lem.result.schema import Result
+
+    cfg = OmegaConf.create({"batching": {"strategy": "static", "batch_size": 512},
+                            "precision": {"dtype": "bfloat16"}})
+    info = {"param_bytes": PARAM_BYTES, "num_params": PARAMS, "arch": LLAMA3_8B}
+    r = Result()
+    r.summary.output_tokens, r.summary.input_tokens, r.summary.num_requests = 512 * 128, 512 * 256, 512
+    r.summary.itl_s.p50 = 9.175e-3
+    r.environment = {"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}
+    r.engine = {"max_seqs_per_step": 128}
+    capped = _roofline(r, cfg, info)
+    assert capped.bytes_per_step == PARAM_BYTES + 128 * 320 * KV_PER_TOKEN
+    assert 0 < capped.mbu < 1 and "at most 128 sequences per step" in capped.method
+    r.engine = {"max_seqs_per_step": 1024}
+    whole = _roofline(r, cfg, info)
+    assert whole.bytes_per_step == PARAM_BYTES + 512 * 320 * KV_PER_TOKEN and "at most" not in whole.method

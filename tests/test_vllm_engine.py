@@ -55,13 +55,20 @@ def test_offline_streaming_times_every_token_and_forces_each_length(run_lem, tmp
     assert s["output_tokens"] == sum(q["output_tokens"] for q in reqs) and s["output_tokens_per_s"] > 0
     assert s["energy_j"] is None and r["null_reasons"]["summary.energy_j"]  # CPU: null, with why
     checks = {c["name"]: c["verdict"] for c in r["validity"]["checks"]}
-    assert checks["tokens"] == "pass"
+    assert checks["tokens"] == "pass" and checks["batch_runs_whole"] == "pass"
     assert r["precision"]["compute_dtype"] == "float32" and r["serving"] is None
+    # vllm.LLM's scheduler defaults, not LLMEngine's fallbacks (128 sequences, 2048 tokens)
+    engine = r["engine"]
+    assert engine["usage_context"] == "LLM_CLASS" and engine["max_num_batched_tokens"] > 2048
 
 
 def test_offline_without_streaming_takes_ttft_and_decode_from_request_metrics(run_lem, tmp_path):
+    """...and a batch of 4 under backend.max_num_seqs=2 is flagged: it never ran whole."""
     r = _ok(run_lem, tmp_path, "backend.per_token_timestamps=false", "dataset.num_requests=4",
-            "dataset.output_len=10")
+            "dataset.output_len=10", "batching.batch_size=4", "backend.max_num_seqs=2")
+    assert r["engine"]["max_seqs_per_step"] == 2
+    check = next(c for c in r["validity"]["checks"] if c["name"] == "batch_runs_whole")
+    assert check["verdict"] == "warn" and "backend.max_num_seqs=4" in check["detail"]
     for q in r["requests"]:
         first, last = q["token_times_s"]  # the engine's first/last token times, on lem's clock
         assert q["output_tokens"] == 10 and q["submit_s"] < first < last
@@ -91,6 +98,7 @@ def test_serving_mode_follows_the_schedule_and_bounds_concurrency(run_lem, tmp_p
     assert steady["peak_running"] == 2 and 0 < steady["duration_s"] <= r["cycles"][0]["duration_s"]
     assert steady["energy_j"] is None and "no GPU power samples" in steady["reason"]
     assert r["serving"]["requests"] == 8 and r["serving"]["goodput_rps"] > 0
+    assert r["engine"]["usage_context"] == "OPENAI_API_SERVER"  # `vllm serve`'s defaults
     assert r["summary"]["ttft_s"]["p99"] is not None and r["summary"]["itl_s"]["n"] == 8 * 47
     assert r["attribution"]["prefill_energy_j"] is None and "share" in r["attribution"]["reason"]
     # the serving estimate's inputs are there (engine state); on the CPU there is no peak to divide by

@@ -91,11 +91,18 @@ def _roofline(result: Result, cfg, model_info: dict):
     gpus = result.environment.get("gpus") or []
     n = max(1, s.num_requests or 0)
     mean_context = ((s.input_tokens or 0) + (s.output_tokens or 0) / 2) / n
-    return decode_roofline(
+    # an engine that runs at most N sequences per step decodes a larger batch N at a time
+    batch = cfg.batching.batch_size
+    limit = (result.engine or {}).get("max_seqs_per_step") or batch
+    out = decode_roofline(
         gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
         param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
-        arch=model_info["arch"], batch_size=cfg.batching.batch_size,
+        arch=model_info["arch"], batch_size=min(batch, limit),
         mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=_roofline_gpus(result))
+    if limit < batch:
+        out.method += (f" The engine ran at most {limit} sequences per step, so the roofline's "
+                       f"batch is {limit}, not batching.batch_size={batch}.")
+    return out
 
 
 SERVING_ESTIMATE = ("estimate (continuous batching): the batch changes every engine step, so the "
@@ -173,6 +180,7 @@ def _validity(result: Result, cfg, windows, inst):
         checks.foreign_processes(foreign_gpu_processes(inst.gpus, _worker_pids(result))
                                  if inst.sampler else None),
         checks.tokens(result.requests, forced),
+        checks.batch_runs_whole(cfg.batching, result.engine),
         checks.idle_gpu_in_group(windows, getattr(result.baseline, "idle_power_per_gpu_w", None)),
     ])
 

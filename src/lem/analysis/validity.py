@@ -106,6 +106,21 @@ def tokens(requests: list[dict], forced: bool) -> Check:
     return Check("tokens", "pass", f"natural lengths: {len(short)} request(s) stopped at EOS")
 
 
+def batch_runs_whole(batching, engine: dict | None) -> Check:
+    """A static batch larger than the engine's limit on sequences per step never runs whole: the
+    engine queues the rest, so the point is a smaller batch run in waves, not `batch_size`."""
+    limit = (engine or {}).get("max_seqs_per_step")
+    if batching.strategy != "static" or not limit:
+        return Check("batch_runs_whole", "skipped", "no per-step sequence limit from the engine "
+                     "(or continuous batching)")
+    if batching.batch_size > limit:
+        return Check("batch_runs_whole", "warn", f"batching.batch_size={batching.batch_size} > the "
+                     f"engine's {limit} sequences per step: at most {limit} ran at once; set "
+                     f"backend.max_num_seqs={batching.batch_size} to run the batch whole")
+    return Check("batch_runs_whole", "pass", f"batch of {batching.batch_size} within the engine's "
+                 f"{limit} sequences per step")
+
+
 def coverage(windows, min_coverage: float = 0.9) -> Check:
     cov = [(w.name, g.coverage) for w in windows for g in w.gpus if g.coverage is not None]
     if not cov:

@@ -134,9 +134,14 @@ class VLLMBackend:
             self.server = Server(kwargs, loggers, self)
         else:
             from vllm.engine.arg_utils import EngineArgs
+            from vllm.usage.usage_lib import UsageContext
             from vllm.v1.engine.llm_engine import LLMEngine
 
-            self.engine = LLMEngine.from_engine_args(EngineArgs(**kwargs), stat_loggers=loggers)
+            # LLM_CLASS: the scheduler defaults of `vllm.LLM`, vLLM's offline API (on an
+            # H100/H200 1024 sequences and 16384 tokens per step). LLMEngine's own default
+            # context gets SchedulerConfig's fallbacks, 128 and 2048, which cap a batch of 256.
+            self.engine = LLMEngine.from_engine_args(EngineArgs(**kwargs), stat_loggers=loggers,
+                                                     usage_context=UsageContext.LLM_CLASS)
         self._read_loaded(kwargs)
         return self._precision_info()
 
@@ -216,7 +221,19 @@ class VLLMBackend:
                 "quantization": self._precision_info().quantization, "loaded": self.loaded}
         if self.loaded is None:
             info["loaded_reason"] = self.loaded_reason
+        info.update(self._scheduler_limits())
         return info
+
+    def _scheduler_limits(self) -> dict[str, Any]:
+        """The limits vLLM's scheduler ran under, read off the engine's own config: a batch
+        larger than max_num_seqs never runs whole (lem.analysis flags it)."""
+        engine = self.server.engine if self.server is not None else getattr(self, "engine", None)
+        sched = getattr(getattr(engine, "vllm_config", None), "scheduler_config", None)
+        if sched is None:
+            return {}
+        return {"usage_context": "OPENAI_API_SERVER" if self.server is not None else "LLM_CLASS",
+                "max_num_batched_tokens": sched.max_num_batched_tokens,
+                "max_seqs_per_step": sched.max_num_seqs}
 
     # -- generation ------------------------------------------------------------------------
     def sampling_params(self, r: Request, forced: bool):

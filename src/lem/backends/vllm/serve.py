@@ -19,6 +19,7 @@ from lem.workload.requests import Request
 class Server:
     def __init__(self, engine_kwargs: dict, stat_loggers: list, backend):
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.backend = backend
@@ -26,7 +27,10 @@ class Server:
         self.loop = asyncio.new_event_loop()
 
         async def start():
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs), stat_loggers=stat_loggers)
+            # OPENAI_API_SERVER: the scheduler defaults of `vllm serve`, which serving mode stands
+            # in for (AsyncLLM's own default context gets 128 sequences, 2048 tokens per step)
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs), stat_loggers=stat_loggers,
+                                             usage_context=UsageContext.OPENAI_API_SERVER)
 
         self.engine = self.loop.run_until_complete(start())
 
