@@ -75,6 +75,7 @@ def test_pytorch_workflow_passes_yaml_options_and_tp_size_to_llm(compose, tmp_pa
     assert kw["enable_chunked_prefill"] is True and "build_config" not in kw
     assert info.compute_dtype == "bfloat16" and info.quantization is None
     assert b.engine_info()["workflow"] == "pytorch" and b.engine_info()["engine_dir"] is None
+    assert b.engine_info()["max_seqs_per_step"] == 8  # for validity's batch_runs_whole
     b.close()
 
 

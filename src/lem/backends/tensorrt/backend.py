@@ -194,6 +194,8 @@ class TensorRTBackend:
         info: dict[str, Any] = {"backend": "tensorrt", "workflow": self.cfg.workflow,
                                 "tensorrt_llm_version": self.version,
                                 "tensor_parallel_size": max(1, len(self.gpus))}
+        if self.cfg.max_batch_size is not None:  # its scheduler's limit (TensorRT-LLM's default unread)
+            info["max_seqs_per_step"] = self.cfg.max_batch_size
         if self.plan is None:
             return dict(info, engine_dir=None, reason="the PyTorch workflow builds no engine")
         marker = engines.read_marker(self.plan) or {}
