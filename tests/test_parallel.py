@@ -78,6 +78,23 @@ def test_tensor_parallel_shards_the_model_over_two_gloo_ranks(tiny_dir):
 
 
 @pytest.mark.slow
+def test_lems_decode_loop_runs_tensor_parallel_with_the_single_process_ids(tiny_dir):
+    """backend.decode_loop=lem over a sharded model (two gloo ranks): the ids of one process."""
+    source = ModelSource("tiny", "tiny", path=str(tiny_dir))
+    single = PyTorchBackend(_cfg(cache_implementation="static"), None)
+    single.load(source, FP32, [])
+    want = single.generate(_batches()[0], True).token_ids
+    tp = ParallelBackend(_cfg(parallel="tensor", parallel_size=2, cache_implementation="static",
+                              decode_loop="lem"), None)
+    try:
+        tp.load(source, FP32, [])
+        rec = tp.generate(_batches()[0], True)
+    finally:
+        tp.close()
+    assert rec.token_ids == want and len(rec.token_times_s[1]) == 6
+
+
+@pytest.mark.slow
 def test_a_data_parallel_run_pools_both_workers_requests_in_one_result(run_lem, tmp_path):
     proc = run_lem("backend.parallel=data", "backend.parallel_size=2", "dataset.num_requests=6",
                    "batching.batch_size=2", "measurement.cycles=1", "progress=false",
