@@ -2,8 +2,8 @@
 # vLLM on the GPU through lem (issue 16), one stage per device call (each under 10 minutes).
 # On the GPU machine, from the repo root, once the kit is installed in /tmp/vsite and Hydra's
 # wheels in /tmp/site (../shared/gpu/vllm/README.md, ../shared/gpu/README.md):
-#   OUT=$OUT bash benchmarks/gpu_vllm.sh test|bs|card|serve|torch|paired|torchpair|torchtest|bnb
-# (torch, torchpair, torchtest and bnb need no vLLM: the PyTorch backend, issue 19; bnb needs the bitsandbytes
+#   OUT=$OUT bash benchmarks/gpu_vllm.sh test|bs|card|serve|torch|paired|torchpair|torchprof|torchtest|bnb
+# (torch, torchpair, torchprof, torchtest and bnb need no vLLM: the PyTorch backend, issue 19; bnb needs the bitsandbytes
 # wheel installed into /tmp/site)
 # No VLLM_* variable is set for lem's runs: lem sets what vLLM needs. Every raw file of a stage (each
 # run's result.json, timeseries.parquet, lem.log and console) is packed into $OUT/<stage>.tgz, since
@@ -35,6 +35,9 @@ case $1 in
 test)
   python3 -m pytest -m gpu -q -x tests/test_vllm_gpu.py tests/test_doctor_gpu.py -k "vllm or foreign or own" \
     2>&1 | tail -n 30 | tee "$OUT/pytest_gpu.txt" ;;
+torchprof)  # which kernels a compiled decode step spends its time in (the batch-64 puzzle)
+  python3 benchmarks/torch_profile.py --batch-size "${PBS:-64}" --configs "${CONFIGS:-compiled,compiled_lemloop}" \
+    2>"$RUNS/tprof.err" | tee -a "$OUT/torchprof.txt" | grep -v "^{"; tail -n 3 "$RUNS/tprof.err" ;;
 torchtest)  # pytest -m gpu for the PyTorch backend (step clock, compiled decode, lem's decode loop)
   python3 -m pytest -m gpu -q tests/test_pytorch_gpu.py 2>&1 | tail -n 30 | tee "$OUT/pytest_torch_gpu.txt" ;;
 paired)  # one engine, lem vs plain LLM.generate interleaved, every batch spec in turn
