@@ -9,6 +9,9 @@ earlier clock, copies every step's tokens to the host: one more device sync per 
 `backend.torch_compile=true` compiles the decode step the way transformers does it for a static
 cache (`compile_config`: CUDA graphs under mode reduce-overhead); `false` runs it eagerly even with
 a static cache (transformers would otherwise compile it on its own, unasked).
+
+`backend.decode_loop=lem` replaces `generate`'s loop with lem's greedy one (decode.py) over the
+same model, cache and compiled call; the step clock is the same (`StepClock.mark`).
 """
 
 from __future__ import annotations
