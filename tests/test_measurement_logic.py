@@ -117,6 +117,8 @@ def test_throttling_verdicts_by_reason():
 
 def test_short_windows_hot_gpus_and_foreign_processes_are_flagged():
     assert v.window_length([_window(duration_s=0.4)]).verdict == "warn"
+    unmetered = Window("cycle_0", 0, int(0.4 * S), 0.4, [], None, "the run uses no GPU")
+    assert v.window_length([unmetered]).verdict == "skipped"  # a CPU run: no counter to be coarse
     assert v.temperature([_window(temp=90)], max_c=85).verdict == "warn"
     assert v.foreign_processes({"0": [4242]}).verdict == "fail"
     assert v.foreign_processes({"0": []}).verdict == "pass"

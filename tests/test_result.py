@@ -259,8 +259,9 @@ def test_the_console_summary_of_a_real_result_reads_its_typed_fields():
     from lem.result.console import summary_table
 
     table = summary_table(Result.read(REAL / "bs8.result.json"), "x").splitlines()
-    assert table[:4] == [
+    assert table[:5] == [
         "  status          ok, valid=True",
+        "  warnings        counter_vs_integral, throttling (result.validity.checks says why)",
         "  run             backend=vllm model=llama3-8b-random precision=bf16 batch=8 gpus=[0]",
         "  requests        144 over 3 cycle(s) (36864 in / 18432 out tokens)",
         "  throughput      1.14e+03 out tok/s (95% CI 1.14e+03-1.14e+03, CV 0.00132)"]

@@ -25,6 +25,7 @@ def summary_table(result: Result, path: str) -> str:
     s, cfg, st = result.summary, result.config, result.statistics
     rows = [
         ("status", _status(result)),
+        *_warnings(result),
         ("run", f"backend={cfg['backend']['name']} model={cfg['model']['name']} "
                 f"precision={cfg['precision']['name']} {_load(cfg['batching'])} "
                 f"gpus={cfg['gpus']}"),
@@ -52,6 +53,13 @@ def _status(result: Result) -> str:
     v = result.validity
     reasons = f" ({'; '.join(v.reasons)})" if v is not None and v.reasons else ""
     return f"{result.status}, valid={v.valid if v is not None else None}{reasons}"
+
+
+def _warnings(result: Result) -> list[tuple[str, str]]:
+    """The checks that warned (still comparable, worth knowing), by name; details in result.json."""
+    v = result.validity
+    warned = [c.name for c in v.checks if c.verdict == "warn"] if v is not None else []
+    return [("warnings", f"{', '.join(warned)} (result.validity.checks says why)")] if warned else []
 
 
 def _load(b: dict) -> str:
