@@ -46,7 +46,7 @@ def _compile(b) -> list[str]:
                         f"{COMPILE_MODES}")
     if b.torch_compile and b.cache_implementation != "static":
         problems.append(f"backend.torch_compile=true compiles the decode step over a static KV "
-                        f"cache, but backend.cache_implementation={b.cache_implementation}; add "
+                        f"cache, but backend.cache_implementation={_yaml(b.cache_implementation)}; add "
                         f"backend.cache_implementation=static (or use backend=pytorch_fast)")
     return problems + _decode_loop(b)
 
@@ -60,7 +60,7 @@ def _decode_loop(b) -> list[str]:
         return [f"backend.decode_loop={b.decode_loop} is unknown; choose one of {DECODE_LOOPS}"]
     if b.decode_loop == "lem" and b.cache_implementation != "static":
         return [f"backend.decode_loop=lem decodes over a static KV cache, but "
-                f"backend.cache_implementation={b.cache_implementation}; add "
+                f"backend.cache_implementation={_yaml(b.cache_implementation)}; add "
                 f"backend.cache_implementation=static"]
     return []
 
@@ -109,3 +109,8 @@ def precision_problems(cfg, host: HostInfo) -> list[str]:
 def unsupported_precision(p, able: list[str]) -> str:
     return (f"precision={p.name} ({p.quantization}): backend=pytorch cannot load it; "
             f"{' or '.join(f'backend={a}' for a in able)} can, or use precision=int8/int4 (bitsandbytes) here")
+
+
+def _yaml(value) -> str:
+    """A value as the user writes it on the command line (None is YAML's null)."""
+    return "null" if value is None else str(value)
