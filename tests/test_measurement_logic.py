@@ -168,5 +168,8 @@ def test_a_static_batch_larger_than_the_engines_per_step_limit_is_flagged_with_t
     assert v.batch_runs_whole(static, {"max_seqs_per_step": 1024}).verdict == "pass"
     assert v.batch_runs_whole(static, {"library": "transformers"}).verdict == "skipped"
     assert v.batch_runs_whole(static, None).verdict == "skipped"
-    continuous = OmegaConf.create({"strategy": "continuous", "batch_size": 4})
-    assert v.batch_runs_whole(continuous, {"max_seqs_per_step": 2}).verdict == "skipped"
+    unbounded = OmegaConf.create({"strategy": "continuous", "batch_size": 4, "max_concurrency": None})
+    assert v.batch_runs_whole(unbounded, {"max_seqs_per_step": 2}).verdict == "skipped"
+    bounded = OmegaConf.create({"strategy": "continuous", "batch_size": 4, "max_concurrency": 64})
+    capped = v.batch_runs_whole(bounded, {"max_seqs_per_step": 32})
+    assert capped.verdict == "warn" and "batching.max_concurrency=64" in capped.detail

@@ -109,18 +109,21 @@ def tokens(requests: list[dict], forced: bool) -> Check:
 
 
 def batch_runs_whole(batching, engine: dict | None) -> Check:
-    """A static batch larger than the engine's limit on sequences per step never runs whole: the
-    engine queues the rest, so the point is a smaller batch run in waves, not `batch_size`."""
+    """A static batch (or a serving bound, batching.max_concurrency) larger than the engine's
+    limit on sequences per step never runs whole: the engine queues the rest, so the point is a
+    smaller batch run in waves, not what the config says."""
     limit = (engine or {}).get("max_seqs_per_step")
-    if batching.strategy != "static" or not limit:
-        return Check("batch_runs_whole", "skipped", "no per-step sequence limit from the engine "
-                     "(or continuous batching)")
-    if batching.batch_size > limit:
-        return Check("batch_runs_whole", "warn", f"batching.batch_size={batching.batch_size} > the "
-                     f"engine's {limit} sequences per step: at most {limit} ran at once; set "
-                     f"backend.max_num_seqs={batching.batch_size} to run the batch whole")
-    return Check("batch_runs_whole", "pass", f"batch of {batching.batch_size} within the engine's "
-                 f"{limit} sequences per step")
+    key, size = (("batching.batch_size", batching.batch_size) if batching.strategy != "continuous"
+                 else ("batching.max_concurrency", batching.get("max_concurrency")))
+    if not limit or not size:
+        return Check("batch_runs_whole", "skipped", "no per-step sequence limit from the engine, "
+                     "or no bound on concurrency")
+    if size > limit:
+        return Check("batch_runs_whole", "warn", f"{key}={size} > the engine's {limit} sequences "
+                     f"per step: at most {limit} ran at once; set backend.max_num_seqs={size} "
+                     f"to run them all")
+    return Check("batch_runs_whole", "pass", f"{key}={size} within the engine's {limit} sequences "
+                 f"per step")
 
 
 def coverage(windows, min_coverage: float = 0.9) -> Check:
