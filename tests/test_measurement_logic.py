@@ -168,6 +168,15 @@ def test_a_static_batch_larger_than_the_engines_per_step_limit_is_flagged_with_t
     assert v.batch_runs_whole(static, {"max_seqs_per_step": 1024}).verdict == "pass"
     assert v.batch_runs_whole(static, {"library": "transformers"}).verdict == "skipped"
     assert v.batch_runs_whole(static, None).verdict == "skipped"
+    # the engine's own count is the stronger evidence: it catches a cap the config does not show
+    measured = [{"peak_running": 96, "largest_batch": 128}, {"peak_running": 128, "largest_batch": 128}]
+    kv_capped = v.batch_runs_whole(OmegaConf.create({"strategy": "static", "batch_size": 128}),
+                                   {"max_seqs_per_step": 1024}, measured)
+    assert kv_capped.verdict == "warn" and "peaked at 96 running" in kv_capped.detail
+    assert "KV-cache" in kv_capped.detail  # the limit is not max_num_seqs here
+    whole = [{"peak_running": 128, "largest_batch": 128}]
+    assert v.batch_runs_whole(OmegaConf.create({"strategy": "static", "batch_size": 128}),
+                              {"max_seqs_per_step": 1024}, whole).verdict == "pass"
     unbounded = OmegaConf.create({"strategy": "continuous", "batch_size": 4, "max_concurrency": None})
     assert v.batch_runs_whole(unbounded, {"max_seqs_per_step": 2}).verdict == "skipped"
     bounded = OmegaConf.create({"strategy": "continuous", "batch_size": 4, "max_concurrency": 64})

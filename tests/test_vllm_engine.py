@@ -60,6 +60,8 @@ def test_offline_streaming_times_every_token_and_forces_each_length(run_lem, tmp
     # vllm.LLM's scheduler defaults, not LLMEngine's fallbacks (128 sequences, 2048 tokens)
     engine = r["engine"]
     assert engine["usage_context"] == "LLM_CLASS" and engine["max_num_batched_tokens"] > 2048
+    # each batch of 3 ran whole, by vLLM's own running count
+    assert r["cycles"][0]["concurrency"]["peak_running"] == 3 == r["cycles"][0]["concurrency"]["largest_batch"]
 
 
 def test_offline_without_streaming_takes_ttft_and_decode_from_request_metrics(run_lem, tmp_path):
@@ -69,6 +71,7 @@ def test_offline_without_streaming_takes_ttft_and_decode_from_request_metrics(ru
     assert r["engine"]["max_seqs_per_step"] == 2
     check = next(c for c in r["validity"]["checks"] if c["name"] == "batch_runs_whole")
     assert check["verdict"] == "warn" and "backend.max_num_seqs=4" in check["detail"]
+    assert "peaked at 2 running" in check["detail"]  # vLLM's own count, not only its config
     for q in r["requests"]:
         first, last = q["token_times_s"]  # the engine's first/last token times, on lem's clock
         assert q["output_tokens"] == 10 and q["submit_s"] < first < last

@@ -180,7 +180,8 @@ def _validity(result: Result, cfg, windows, inst):
         checks.foreign_processes(foreign_gpu_processes(inst.gpus, _worker_pids(result))
                                  if inst.sampler else None),
         checks.tokens(result.requests, forced),
-        checks.batch_runs_whole(cfg.batching, result.engine),
+        checks.batch_runs_whole(cfg.batching, result.engine,
+                                [c.get("concurrency") or {} for c in result.cycles]),
         checks.idle_gpu_in_group(windows, getattr(result.baseline, "idle_power_per_gpu_w", None)),
     ])
 

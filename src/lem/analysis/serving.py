@@ -104,6 +104,21 @@ def _power_integral_j(rows: list[Sample], gpus: list[int], start_ns: int, end_ns
     return total
 
 
+def engine_concurrency(records) -> dict[str, Any]:
+    """Offline batches: the most requests the engine itself said were running at once, against
+    the largest batch handed to it (None where the backend exposes no engine state)."""
+    peaks = []
+    for _, rec in records:
+        state = rec.engine_state or {}
+        fields, rows = state.get("fields") or [], state.get("rows") or []
+        if "num_running" in fields and rows:
+            peaks.append(max(r[fields.index("num_running")] for r in rows))
+    return {"peak_running": max(peaks) if peaks else None,
+            "largest_batch": max((len(batch) for batch, _ in records), default=0),
+            "source": "the engine's own running count (engine state)" if peaks else
+                      "the backend exposes no engine state"}
+
+
 def engine_state(rec, t0_perf: float) -> dict[str, Any]:
     """The engine's samples with times relative to the cycle's start."""
     state = rec.engine_state or {}

@@ -108,11 +108,20 @@ def tokens(requests: list[dict], forced: bool) -> Check:
     return Check("tokens", "pass", f"natural lengths: {len(short)} request(s) stopped at EOS")
 
 
-def batch_runs_whole(batching, engine: dict | None) -> Check:
-    """A static batch (or a serving bound, batching.max_concurrency) larger than the engine's
-    limit on sequences per step never runs whole: the engine queues the rest, so the point is a
+def batch_runs_whole(batching, engine: dict | None, concurrency: list | None = None) -> Check:
+    """A batch the engine never ran whole: its own running count (offline, per cycle) peaked
+    below the largest batch handed to it, or the config asks for more sequences at once (a static
+    batch, or batching.max_concurrency when serving) than its per-step limit. The point is then a
     smaller batch run in waves, not what the config says."""
     limit = (engine or {}).get("max_seqs_per_step")
+    short = [c for c in concurrency or [] if c.get("peak_running") is not None
+             and c["peak_running"] < c["largest_batch"]]
+    if short:
+        c = min(short, key=lambda c: c["peak_running"])
+        fix = f"; set backend.max_num_seqs={c['largest_batch']}" if limit and limit < c["largest_batch"] \
+            else " (KV-cache room or the token budget per step can cap it too)"
+        return Check("batch_runs_whole", "warn", f"batches of {c['largest_batch']}, but the engine's "
+                     f"own count peaked at {c['peak_running']} running at once{fix}")
     key, size = (("batching.batch_size", batching.batch_size) if batching.strategy != "continuous"
                  else ("batching.max_concurrency", batching.get("max_concurrency")))
     if not limit or not size:

@@ -255,7 +255,7 @@ def _warmup(backend, batches, cfg: DictConfig):
 def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[RequestTiming]:
     from lem.analysis.analyse import request_dict
     from lem.analysis.attribution import Attribution, attribute
-    from lem.analysis.serving import pooled_serving, serving_figures
+    from lem.analysis.serving import engine_concurrency, pooled_serving, serving_figures
     from lem.measure.cycles import cycle_figures
 
     serving = cfg.batching.strategy == "continuous"
@@ -281,6 +281,8 @@ def _cycles(backend, batches, cfg: DictConfig, inst, result: Result) -> list[Req
         if serving:
             result.cycles[-1]["serving"] = serving_figures(
                 records, timings, window, inst.rows(), list(cfg.gpus), clock, cfg.batching)
+        else:
+            result.cycles[-1]["concurrency"] = engine_concurrency(records)
         pooled += timings
         # kept as each cycle completes: an interrupt in a later cycle keeps these records
         result.requests += [request_dict(t) for t in timings]

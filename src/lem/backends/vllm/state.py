@@ -2,7 +2,8 @@
 
 A stat logger handed to the engine receives the scheduler's stats after every engine step, in
 lem's process (the engine core sends them with its outputs); each is stamped with
-time.perf_counter() on arrival and kept at most every `period_s` (a preemption is always kept).
+time.perf_counter() on arrival and kept at most every `period_s` (a preemption, and a new peak
+of running requests, are always kept).
 Imported only once vLLM is (inside the backend's `load`).
 """
 
@@ -24,17 +25,23 @@ class EngineStateLog:
     rows: list[tuple] = field(default_factory=list)  # FIELDS; preemptions cumulative
     preemptions: int = 0
     _last_kept: float = float("-inf")
+    _peak_running: int = 0
 
     def clear(self) -> None:
-        self.rows, self.preemptions, self._last_kept = [], 0, float("-inf")
+        self.rows, self.preemptions, self._last_kept, self._peak_running = [], 0, float("-inf"), 0
 
     def record(self, scheduler_stats, iteration_stats) -> None:
         now = time.perf_counter()
         new = iteration_stats.num_preempted_reqs if iteration_stats is not None else 0
         self.preemptions += new
-        if scheduler_stats is None or (now - self._last_kept < self.period_s and not new):
+        if scheduler_stats is None:
+            return
+        # a new peak of running requests is always kept, so the peak is exact, not sampled
+        peak = scheduler_stats.num_running_reqs > self._peak_running
+        if now - self._last_kept < self.period_s and not new and not peak:
             return
         self._last_kept = now
+        self._peak_running = max(self._peak_running, scheduler_stats.num_running_reqs)
         self.rows.append((now, scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs,
                           float(scheduler_stats.kv_cache_usage), self.preemptions))
 
