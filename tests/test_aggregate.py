@@ -277,3 +277,24 @@ def test_a_sweep_without_batch_sizes_gets_bars_per_configuration_not_a_stacked_b
     assert bars == tmp_path / "c.png" and bars.stat().st_size > 1000
     g["batching.batch_size"] = [1, 8, 64]
     assert energy_vs_batch(g, tmp_path / "b.png") == tmp_path / "b.png"
+
+
+def test_warnings_of_headline_runs_are_counted_and_named_in_the_report(tmp_path):
+    """A batch the engine never ran whole is still ok and valid, but a 200-point sweep's reader
+    must see it: the report counts each warning check over the headline runs and names the jobs."""
+    root = tmp_path / "sweep"
+    warned = result_dict("bf16", 512, 0)
+    warned["validity"]["checks"] = [{"name": "batch_runs_whole", "verdict": "warn", "detail": "peaked at 128"},
+                                    {"name": "tokens", "verdict": "pass", "detail": ""}]
+    write(root, "0_bs512", warned)
+    write(root, "1_bs1", result_dict("bf16", 1, 0))
+    hidden = result_dict("bf16", 8, 0, valid=False)  # not a headline run: its warnings are not counted
+    hidden["validity"]["checks"] = [{"name": "throttling", "verdict": "warn", "detail": ""}]
+    write(root, "2_invalid", hidden)
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out), "--resamples", "99"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Warnings in the headline results" in report
+    assert "- `batch_runs_whole`: 1 of 2 runs (`0_bs512`)" in report and "`throttling`" not in report
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.set_index("path")["warnings"].dropna().tolist() == ["batch_runs_whole", "throttling"]

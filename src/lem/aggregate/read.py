@@ -228,7 +228,7 @@ def _run(job: str, data: dict[str, Any]) -> Run:
     row = {"path": job, "status": data["status"], "valid": validity.get("valid") is True,
            "reason": _reason(data, validity), "config_hash": data.get("config_hash"),
            "group_hash": group_hash(config), "repeat": config.get("repeat"),
-           "started_at": data.get("started_at"),
+           "started_at": data.get("started_at"), "warnings": _warned(validity),
            "wall_s": data.get("wall_s"), **environment_row(data.get("environment") or {}, config)}
     row.update(flatten(data.get("summary") or {}, "summary."))
     for metric, st in (data.get("statistics") or {}).items():
@@ -252,6 +252,13 @@ def flat_config(ghash: str, config: dict[str, Any]) -> dict[str, Any]:
     if flat is None:
         flat = _FLAT[ghash] = flatten({k: v for k, v in config.items() if k not in GROUP_IGNORED})
     return flat
+
+
+def _warned(validity: dict[str, Any]) -> Optional[str]:
+    """The checks that warned, by name (comma-separated): still comparable, worth knowing."""
+    names = [c.get("name") for c in validity.get("checks") or []
+             if isinstance(c, dict) and c.get("verdict") == "warn"]
+    return ",".join(str(n) for n in names) or None
 
 
 def _reason(data: dict[str, Any], validity: dict[str, Any]) -> Optional[str]:

@@ -81,6 +81,25 @@ def excluded(study: Study, base: Path) -> list[str]:
     return lines + [""] + unchecked(study)
 
 
+def warnings(study: Study, base: Path) -> list[str]:
+    """Headline runs whose validity checks warned: counted per check, a few jobs named."""
+    h = study.headline
+    if h.empty or "warnings" not in h:
+        return []
+    jobs: dict[str, list[str]] = {}
+    for path, names in zip(h["path"], h["warnings"]):
+        for name in str(names).split(",") if isinstance(names, str) and names else []:
+            jobs.setdefault(name, []).append(os.path.relpath(path, base))
+    if not jobs:
+        return []
+    lines = ["## Warnings in the headline results", "",
+             "Still ok and valid, but worth knowing (each result's `validity.checks` says why):", ""]
+    for name, paths in sorted(jobs.items()):
+        shown = ", ".join(f"`{p}`" for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+        lines.append(f"- `{name}`: {len(paths)} of {len(h)} runs ({shown})")
+    return lines + [""]
+
+
 def unchecked(study: Study) -> list[str]:
     return [f"- not checked: {note}" for note in study.notes] + [""] * bool(study.notes)
 
@@ -113,7 +132,8 @@ def write_report(study: Study, g: pd.DataFrame, plots: dict, out: Path, inputs) 
              "over every request of every run. The 95% CI is a bootstrap CI of the mean of the per-run values "
              "(`CI over` = runs), or, for a single run, across its cycles (`cycles`).", ""]
     lines += summary_table(g, study.axes) if not g.empty else ["No ok and valid result."]
-    lines += ["", *environments(study, g), *plots_section(plots, out), *excluded(study, _base(inputs))]
+    lines += ["", *environments(study, g), *warnings(study, _base(inputs)), *plots_section(plots, out),
+              *excluded(study, _base(inputs))]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
