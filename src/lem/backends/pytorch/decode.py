@@ -15,6 +15,12 @@ attention mask, EOS masked while lengths are forced, padding after a row's EOS o
 ids come out (tests/test_pytorch_decode.py checks it against `generate`).
 With natural lengths (EOS ends a row) the loop reads whether every row is done after each step,
 as `generate` does: the same host wait, no extra step.
+
+One more read-back lives in transformers, not here: building the attention mask eagerly, its SDPA
+path asks whether the padding mask is all ones (`fast_all`, a host read). `generate` builds the
+mask outside its compiled call, so it pays that read every step even when compiled; this loop
+hands the 2-D mask to the compiled call, where the check is traced, not read. Eager
+(`torch_compile=false`), both pay it.
 """
 
 from __future__ import annotations
