@@ -184,3 +184,19 @@ def test_int8_fp16_on_an_amx_cpu_exits_2_before_any_work(run_lem, tmp_path):
     assert proc.returncode == 2 and "precision.dtype=bfloat16" in proc.stderr, proc.stderr[-2000:]
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["status"] == "failed" and r["error"]["type"] == "ConfigError" and r["cycles"] == []
+
+
+def test_engine_state_keeps_every_new_peak_of_running_requests_between_samples():
+    """Rows are kept at most every period_s, but a new peak always: the offline batch_runs_whole
+    check compares the peak with the batch, so it must be exact, not sampled."""
+    from types import SimpleNamespace
+
+    from lem.backends.vllm.state import EngineStateLog
+
+    log = EngineStateLog(period_s=3600.0)
+    for running in (4, 2, 9, 9, 3, 12, 1):
+        log.record(SimpleNamespace(num_running_reqs=running, num_waiting_reqs=0, kv_cache_usage=0.1),
+                   SimpleNamespace(num_preempted_reqs=0))
+    assert [row[1] for row in log.snapshot()["rows"]] == [4, 9, 12]  # the first, then each new peak
+    log.clear()
+    assert log.snapshot()["rows"] == [] and log._peak_running == 0
