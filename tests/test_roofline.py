@@ -246,3 +246,8 @@ def test_a_static_batch_above_the_engines_sequence_limit_is_decoded_at_the_limit
     r.engine = {"max_seqs_per_step": 1024}
     whole = _roofline(r, cfg, info)
     assert whole.bytes_per_step == PARAM_BYTES + 512 * 320 * KV_PER_TOKEN and "at most" not in whole.method
+    # the engine's own running count, where each cycle has it, caps it too (e.g. by KV-cache room)
+    r.cycles = [{"concurrency": {"peak_running": 300, "largest_batch": 512}},
+                {"concurrency": {"peak_running": 256, "largest_batch": 512}}]
+    kv = _roofline(r, cfg, info)
+    assert kv.bytes_per_step == PARAM_BYTES + 300 * 320 * KV_PER_TOKEN and "at most 300" in kv.method

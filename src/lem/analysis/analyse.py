@@ -93,16 +93,24 @@ def _roofline(result: Result, cfg, model_info: dict):
     mean_context = ((s.input_tokens or 0) + (s.output_tokens or 0) / 2) / n
     # an engine that runs at most N sequences per step decodes a larger batch N at a time
     batch = cfg.batching.batch_size
-    limit = (result.engine or {}).get("max_seqs_per_step") or batch
+    limit = min(batch, (result.engine or {}).get("max_seqs_per_step") or batch, _peak_running(result) or batch)
     out = decode_roofline(
         gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
         param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
         arch=model_info["arch"], batch_size=min(batch, limit),
         mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=_roofline_gpus(result))
     if limit < batch:
-        out.method += (f" The engine ran at most {limit} sequences per step, so the roofline's "
-                       f"batch is {limit}, not batching.batch_size={batch}.")
+        out.method += (f" The engine ran at most {limit} sequences per step (its per-step limit, "
+                       f"or its own running count), so the roofline's batch is {limit}, not "
+                       f"batching.batch_size={batch}.")
     return out
+
+
+def _peak_running(result: Result):
+    """The most requests the engine's own count had running at once, over the cycles; None
+    where any cycle lacks it."""
+    peaks = [(c.get("concurrency") or {}).get("peak_running") for c in result.cycles]
+    return max(peaks) if peaks and None not in peaks else None
 
 
 SERVING_ESTIMATE = ("estimate (continuous batching): the batch changes every engine step, so the "
