@@ -232,8 +232,8 @@ def test_unknown_compile_mode(compose):
 def test_the_pytorch_fast_preset_is_a_valid_compiled_static_cache_pytorch(compose):
     cfg = compose(["gpus=[]", "backend=pytorch_fast"])
     b = cfg.backend
-    assert (b.name, b.cache_implementation, b.torch_compile, b.compile_mode) == \
-        ("pytorch", "static", True, "reduce-overhead")
+    assert (b.name, b.cache_implementation, b.torch_compile, b.compile_mode, b.decode_loop) == \
+        ("pytorch", "static", True, "reduce-overhead", "lem")
     assert _problems(cfg, _host()) == []
     eager = compose(["gpus=[]", "backend=pytorch_fast", "backend.torch_compile=false"])
     assert eager.backend.torch_compile is False and eager.backend.cache_implementation == "static"
