@@ -97,7 +97,7 @@ def _roofline(result: Result, cfg, model_info: dict):
     out = decode_roofline(
         gpu_name=gpus[0]["name"] if gpus else None, dtype=cfg.precision.dtype,
         param_bytes=model_info["param_bytes"], num_params=model_info["num_params"],
-        arch=model_info["arch"], batch_size=min(batch, limit),
+        arch=model_info["arch"], batch_size=limit,
         mean_context_len=mean_context, decode_step_s=s.itl_s.p50, num_gpus=_roofline_gpus(result))
     if limit < batch:
         out.method += (f" The engine ran at most {limit} sequences per step (its per-step limit, "

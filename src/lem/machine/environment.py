@@ -70,13 +70,9 @@ def _git() -> dict[str, Any]:
 
 
 def _cpu_model() -> Optional[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    from lem.machine.host import cpuinfo_field
+
+    return cpuinfo_field("model name") or platform.processor() or None
 
 
 def _torch_cuda() -> dict[str, Any]:

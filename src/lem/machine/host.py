@@ -53,15 +53,21 @@ def probe_host() -> HostInfo:
 
 
 def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The first processor's flags line; empty off Linux or where it cannot be read."""
+    """The first processor's flags; empty off Linux or where it cannot be read."""
+    return frozenset((cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
+    """The first processor's `name` line of /proc/cpuinfo ("model name", "flags"); None where
+    there is none (off Linux, unreadable)."""
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
+                if line.startswith(name):
+                    return line.partition(":")[2].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
 
 
 def _probe_gpus() -> tuple[list[GpuInfo], Optional[str]]:

@@ -34,6 +34,8 @@ def decode_greedy(model, input_ids, attention_mask, targets: list[int], forced: 
                   compiled_call: Optional[Callable] = None):
     """Greedy ids [batch, max(targets)], calling `mark()` once per step after its token exists
     (on the device's stream: no wait). Rows stop at their target (forced) or their EOS."""
+    import inspect
+
     import torch
     from transformers import StaticCache
 
@@ -49,10 +51,12 @@ def decode_greedy(model, input_ids, attention_mask, targets: list[int], forced: 
     state = _RowState(torch.tensor(targets, device=device), eos, forced, pad_id)
     out_ids = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
 
-    slots = _CacheSlots(model, prompt_len, steps, device)
+    params = set(inspect.signature(model.forward).parameters)  # once per batch, not per step
+    slots = _CacheSlots("cache_position" in params, prompt_len, steps, device)
+    # the LM head for the last position only, where the model allows it (as generate does)
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                   past_key_values=cache, use_cache=True, **slots.prefill(),
-                   **_last_logits_only(model)).logits
+                   past_key_values=cache, use_cache=True, **slots.prefill(), **last_only).logits
     forward = compiled_call or model.__call__
     next_pos = positions[:, -1:] + 1
     for step in range(steps):
@@ -60,7 +64,7 @@ def decode_greedy(model, input_ids, attention_mask, targets: list[int], forced: 
         logits = None  # dropped before the next call: a CUDA-graphed call reuses its outputs
         out_ids[:, step] = token
         mark()
-        if step + 1 == steps or (not forced and state.all_done(step)):
+        if step + 1 == steps or (not forced and state.all_done()):
             break
         logits = forward(input_ids=token[:, None], attention_mask=full_mask,
                          position_ids=next_pos + step, past_key_values=cache, use_cache=True,
@@ -72,11 +76,11 @@ class _CacheSlots:
     """`cache_position` for models that take it (transformers 4.x; 5.x caches count their own
     length). Made on the device once: a host-built tensor per step would be a copy per step."""
 
-    def __init__(self, model, prompt_len: int, steps: int, device):
+    def __init__(self, takes_it: bool, prompt_len: int, steps: int, device):
         import torch
 
         self.slots = None
-        if "cache_position" in _forward_params(model):
+        if takes_it:
             self.slots = torch.arange(prompt_len + steps, device=device)
         self.prompt_len = prompt_len
 
@@ -109,17 +113,6 @@ class _RowState:
             self.done = ended if self.done is None else self.done | ended
         return token
 
-    def all_done(self, step: int) -> bool:
+    def all_done(self) -> bool:
         return bool(self.done.all())  # the host waits here, once per step, like generate
 
-
-def _last_logits_only(model) -> dict[str, Any]:
-    """Prefill computes the LM head for the last position only, where the model allows it (as
-    generate does): logits over the whole prompt would cost memory and time for nothing."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
-
-
-def _forward_params(model) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
